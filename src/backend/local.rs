@@ -1,0 +1,164 @@
+//! A repository in a local directory: the embedded default.
+//!
+//! Writes are atomic and durable: a temporary file in `tmp/`, fsync, rename
+//! into place, fsync of the directory.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Backend, Kind, Listed, NotFound};
+
+pub struct Local {
+    root: PathBuf,
+}
+
+impl Local {
+    pub fn new(root: impl AsRef<Path>) -> Self {
+        Local {
+            root: root.as_ref().to_path_buf(),
+        }
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> PathBuf {
+        self.root.join(kind.path(name))
+    }
+
+    fn not_found(&self, kind: Kind, name: &str, e: std::io::Error) -> anyhow::Error {
+        let p = self.path(kind, name);
+        if e.kind() == ErrorKind::NotFound {
+            NotFound(p.display().to_string()).into()
+        } else {
+            anyhow::Error::new(e).context(format!("reading {}", p.display()))
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
+impl Backend for Local {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        if self.root.join("config").exists() {
+            bail!("a repository already exists at {}", self.root.display());
+        }
+        if self.root.exists() && fs::read_dir(&self.root)?.next().is_some() {
+            bail!("{} exists and is not empty", self.root.display());
+        }
+        let mkdir = |p: PathBuf| {
+            fs::create_dir_all(&p).with_context(|| format!("creating directory {}", p.display()))
+        };
+        for kind in Kind::ALL {
+            if kind != Kind::Config {
+                mkdir(self.root.join(kind.dir()))?;
+            }
+        }
+        for b in 0..=255u8 {
+            mkdir(self.root.join("packs").join(format!("{b:02x}")))?;
+        }
+        mkdir(self.root.join("tmp"))?;
+        fsync_dir(&self.root)
+    }
+
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        fs::read(self.path(kind, name)).map_err(|e| self.not_found(kind, name, e))
+    }
+
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let f = File::open(self.path(kind, name)).map_err(|e| self.not_found(kind, name, e))?;
+        let mut buf = vec![0u8; length as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = f
+                .read_at(&mut buf[got..], offset + got as u64)
+                .map_err(|e| self.not_found(kind, name, e))?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        let dest = self.path(kind, name);
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".write-")
+            .tempfile_in(&tmp_dir)
+            .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
+        tmp.write_all(data)
+            .and_then(|_| tmp.as_file().sync_all())
+            .with_context(|| format!("writing {}", dest.display()))?;
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("moving a new object into place at {}", dest.display()))?;
+        fsync_dir(dest.parent().unwrap_or(&self.root))
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut visit = |dir: &Path| -> Result<()> {
+            let rd = match fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+            };
+            for entry in rd {
+                let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+                let meta = entry.metadata()?;
+                if meta.is_file()
+                    && let Ok(name) = entry.file_name().into_string() {
+                        out.push(Listed {
+                            name,
+                            size: meta.len(),
+                        });
+                    }
+            }
+            Ok(())
+        };
+        match kind {
+            Kind::Config => {
+                if let Ok(m) = fs::metadata(self.root.join("config")) {
+                    out.push(Listed {
+                        name: "config".into(),
+                        size: m.len(),
+                    });
+                }
+            }
+            Kind::Packs => {
+                for b in 0..=255u8 {
+                    visit(&self.root.join("packs").join(format!("{b:02x}")))?;
+                }
+            }
+            _ => visit(&self.root.join(kind.dir()))?,
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        let p = self.path(kind, name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting {}", p.display())),
+        }
+    }
+
+    fn stat(&self, kind: Kind, name: &str) -> Result<u64> {
+        fs::metadata(self.path(kind, name))
+            .map(|m| m.len())
+            .map_err(|e| self.not_found(kind, name, e))
+    }
+}

@@ -1,0 +1,192 @@
+//! Storage backends: bytes by (kind, name), nothing more. A backend never
+//! sees a key and never interprets what it stores.
+//!
+//! Every backend implements [`Backend`] and passes the shared suite in
+//! `tests` below (the in-memory one included).
+
+pub mod local;
+pub mod mem;
+
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+/// The kinds of object a repository holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Config,
+    Keys,
+    Snapshots,
+    Index,
+    Packs,
+    Locks,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Config,
+        Kind::Keys,
+        Kind::Snapshots,
+        Kind::Index,
+        Kind::Packs,
+        Kind::Locks,
+    ];
+
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "",
+            Kind::Keys => "keys",
+            Kind::Snapshots => "snapshots",
+            Kind::Index => "index",
+            Kind::Packs => "packs",
+            Kind::Locks => "locks",
+        }
+    }
+
+    /// The path of an object relative to the repository root; packs are
+    /// spread over 256 directories by the first byte of their name.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            Kind::Config => "config".to_string(),
+            Kind::Packs => format!("packs/{}/{name}", name.get(..2).unwrap_or("00")),
+            _ => format!("{}/{name}", self.dir()),
+        }
+    }
+}
+
+/// The error a backend returns for an object that does not exist; callers
+/// find it with `err.downcast_ref::<NotFound>()`.
+#[derive(Debug)]
+pub struct NotFound(pub String);
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} does not exist", self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<NotFound>().is_some())
+}
+
+/// A listed object: its name and size in bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+}
+
+pub trait Backend: Send + Sync {
+    /// Where this backend stores, for messages.
+    fn location(&self) -> String;
+
+    /// Creates what an empty repository needs; fails if one exists.
+    fn create(&self) -> Result<()>;
+
+    /// The whole object, or [`NotFound`].
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
+
+    /// `length` bytes from `offset`; fewer only if the object ends first.
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+
+    /// Stores an object atomically: readers see all of it or none of it,
+    /// and it is durable when this returns. Replaces an existing object
+    /// (only `config` is ever replaced; other names are content hashes).
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+
+    /// Every object of a kind, in no particular order.
+    fn list(&self, kind: Kind) -> Result<Vec<Listed>>;
+
+    /// Removes an object; removing a missing one is not an error.
+    fn delete(&self, kind: Kind, name: &str) -> Result<()>;
+
+    /// The size of an object, or [`NotFound`].
+    fn stat(&self, kind: Kind, name: &str) -> Result<u64>;
+}
+
+/// Opens the backend a repository URL names.
+pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(Arc::new(local::Local::new(path)));
+    }
+    if url.starts_with("https://") || url.starts_with("s3:") || url.starts_with("http://") {
+        return Err(crate::error::Exit::usage(format!(
+            "repository {url}: remote backends are not available in this build yet; use a local path"
+        )));
+    }
+    if url.starts_with("mem:") {
+        return Ok(Arc::new(mem::Mem::default()));
+    }
+    Ok(Arc::new(local::Local::new(url)))
+}
+
+#[cfg(test)]
+pub mod tests {
+    //! The suite every backend passes.
+    use super::*;
+
+    pub fn suite(b: &dyn Backend) {
+        b.create().unwrap();
+        assert!(b.create().is_err(), "create twice must fail");
+        assert!(is_not_found(&b.read(Kind::Config, "config").unwrap_err()));
+        assert!(is_not_found(&b.stat(Kind::Snapshots, "ab").unwrap_err()));
+        b.write(Kind::Config, "config", b"one").unwrap();
+        b.write(Kind::Config, "config", b"two").unwrap();
+        assert_eq!(b.read(Kind::Config, "config").unwrap(), b"two");
+        let name = "ab".repeat(32);
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        b.write(Kind::Packs, &name, &data).unwrap();
+        assert_eq!(b.read(Kind::Packs, &name).unwrap(), data);
+        assert_eq!(
+            b.read_range(Kind::Packs, &name, 100, 50).unwrap(),
+            &data[100..150]
+        );
+        assert_eq!(
+            b.read_range(Kind::Packs, &name, 9_990, 50).unwrap(),
+            &data[9_990..]
+        );
+        assert_eq!(b.stat(Kind::Packs, &name).unwrap(), 10_000);
+        b.write(Kind::Snapshots, "s1", b"x").unwrap();
+        b.write(Kind::Snapshots, "s2", b"yy").unwrap();
+        let mut l = b.list(Kind::Snapshots).unwrap();
+        l.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            l,
+            vec![
+                Listed {
+                    name: "s1".into(),
+                    size: 1
+                },
+                Listed {
+                    name: "s2".into(),
+                    size: 2
+                }
+            ]
+        );
+        assert_eq!(
+            b.list(Kind::Packs).unwrap(),
+            vec![Listed {
+                name: name.clone(),
+                size: 10_000
+            }]
+        );
+        b.delete(Kind::Snapshots, "s1").unwrap();
+        b.delete(Kind::Snapshots, "s1").unwrap();
+        assert_eq!(b.list(Kind::Snapshots).unwrap().len(), 1);
+        assert!(b.list(Kind::Index).unwrap().is_empty());
+    }
+
+    #[test]
+    fn mem_passes_the_suite() {
+        suite(&mem::Mem::default());
+    }
+
+    #[test]
+    fn local_passes_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        suite(&local::Local::new(dir.path().join("repo")));
+    }
+}

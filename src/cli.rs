@@ -1,0 +1,199 @@
+//! The command line: clap definitions only, with each flag's help beside it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strongroom",
+    version,
+    about = "Client-side encrypted, signed, deduplicating backups"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a local path, file:///path, https://host:port/REPO or s3:http(s)://host:port/bucket/prefix
+    #[arg(short = 'r', long = "repo", env = "STRONGROOM_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Key file (full key or writer key)
+    #[arg(short = 'k', long = "key", env = "STRONGROOM_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// Read the key file's passphrase from this file
+    #[arg(long, global = true)]
+    pub passphrase_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for https:// repositories
+    #[arg(long, env = "STRONGROOM_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Cache directory (default: $XDG_CACHE_HOME/strongroom or ~/.cache/strongroom)
+    #[arg(long, env = "STRONGROOM_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Machine-readable JSON output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make a new full key file
+    Keygen(KeygenArgs),
+    /// Manage key files
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Create a repository for the key
+    Init,
+    /// Back up paths into a new snapshot
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List a directory of a snapshot
+    Ls(LsArgs),
+    /// Write one file's content to stdout
+    Dump(DumpArgs),
+    /// Restore a snapshot, or a path in it, into a directory
+    Restore(RestoreArgs),
+    /// Verify the repository's structure, and with --read-data all of its data
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Where to write the key file (must not exist)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Leave the key file unencrypted (mode 0600), for unattended hosts
+    #[arg(long)]
+    pub no_passphrase: bool,
+    /// RSA modulus size in bits (at least 3072)
+    #[arg(long, default_value_t = crate::crypto::pk::DEFAULT_BITS)]
+    pub bits: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Export a writer key: it backs up for one host and reads no contents
+    ExportWriter {
+        /// Where to write the writer key file
+        #[arg(long)]
+        out: PathBuf,
+        /// The host it signs for (default: this machine's host name)
+        #[arg(long)]
+        host: Option<String>,
+        /// Leave the writer key file unencrypted (mode 0600)
+        #[arg(long)]
+        no_passphrase: bool,
+        /// Read the new file's passphrase from this file
+        #[arg(long)]
+        new_passphrase_file: Option<PathBuf>,
+        /// RSA modulus size of the writer signing key
+        #[arg(long, default_value_t = crate::crypto::pk::DEFAULT_BITS)]
+        bits: usize,
+    },
+    /// Export the public encryption key, for `key add-recipient` elsewhere
+    ExportPublic {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Change the key file's passphrase
+    Passwd {
+        /// Read the new passphrase from this file
+        #[arg(long)]
+        new_passphrase_file: Option<PathBuf>,
+        /// Remove the passphrase instead
+        #[arg(long)]
+        no_passphrase: bool,
+    },
+    /// Add a recipient of the keys of every later backup run
+    AddRecipient {
+        /// A file written by `key export-public`
+        public_key_file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up
+    #[arg(required_unless_present = "stdin")]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's; a writer key's own host)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Snapshot time to record, RFC 3339 (default: now)
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Leave out paths matching this glob (repeatable); without a `/` it matches any name
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line
+    #[arg(long = "exclude-file")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Do not cross filesystem boundaries
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Back up standard input as one file
+    #[arg(long, requires = "stdin_filename")]
+    pub stdin: bool,
+    /// Name of the file standard input is stored as
+    #[arg(long)]
+    pub stdin_filename: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// latest, an id, or an id prefix of at least 8 hex digits
+    pub snapshot: String,
+    /// Directory inside the snapshot (default: its root)
+    pub path: Option<PathBuf>,
+    /// With `latest`: that host's newest snapshot
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    pub snapshot: String,
+    /// The file inside the snapshot
+    pub path: PathBuf,
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH
+    pub snapshot: String,
+    /// Directory to restore into
+    #[arg(long)]
+    pub target: PathBuf,
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Also read, decrypt and verify every blob of every pack
+    #[arg(long)]
+    pub read_data: bool,
+}

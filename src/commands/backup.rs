@@ -1,0 +1,158 @@
+//! `strongroom backup`: a new snapshot of paths or of standard input.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::chunker::Chunker;
+use crate::cli::BackupArgs;
+use crate::error::Exit;
+use crate::format::Timestamp;
+use crate::format::manifest::Catalog;
+use crate::fs::backup::{Archiver, Excludes};
+use crate::fs::filescache::FilesCache;
+use crate::keys::Key;
+use crate::repository::{snapshots, writer::Writer};
+
+use super::Ctx;
+
+pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
+    let key = ctx.load_key()?;
+    let host = match (&key, &a.host) {
+        (Key::Writer(w), Some(h)) if *h != w.host => {
+            return Err(Exit::usage(format!(
+                "this writer key signs only for host {}, not {h}",
+                w.host
+            )));
+        }
+        (Key::Writer(w), _) => w.host.clone(),
+        (Key::Full(_), Some(h)) => h.clone(),
+        (Key::Full(_), None) => super::hostname(),
+    };
+    let time = match &a.time {
+        Some(t) => super::parse_time(t)?,
+        None => Timestamp::now(),
+    };
+    let mut patterns = a.excludes.clone();
+    for f in &a.exclude_files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading exclude file {}", f.display()))?;
+        patterns.extend(text.lines().map(str::to_string));
+    }
+    let excludes = Excludes::new(&patterns)?;
+    let paths: Vec<PathBuf> = if a.stdin {
+        Vec::new()
+    } else {
+        a.paths
+            .iter()
+            .map(|p| {
+                std::fs::symlink_metadata(p)
+                    .map_err(|e| Exit::usage(format!("cannot back up {}: {e}", p.display())))?;
+                Ok(std::path::absolute(p)?)
+            })
+            .collect::<Result<_>>()?
+    };
+    let path_bytes: Vec<Vec<u8>> = if a.stdin {
+        vec![format!("/{}", a.stdin_filename.as_deref().unwrap_or("stdin")).into_bytes()]
+    } else {
+        use std::os::unix::ffi::OsStrExt;
+        paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect()
+    };
+
+    let repo = ctx.open(&key)?;
+    let cache = ctx.cache();
+    let shared = key.shared();
+    let listing = snapshots::list(&repo, shared)?;
+    let parent = listing
+        .snapshots
+        .iter()
+        .rev()
+        .find(|s| s.catalog.host == host && s.catalog.paths == path_bytes)
+        .map(|s| s.id);
+    let old_cache = FilesCache::load(
+        &cache,
+        &repo.id(),
+        &shared.subkeys.files_cache,
+        &host,
+        &path_bytes,
+    );
+    let writer = Writer::begin(&repo, &key)?;
+    let chunker = Chunker::new(&repo.config.chunker, shared.chunker_seed);
+    let archiver = Archiver::new(&writer, chunker, excludes, a.one_file_system, old_cache);
+    let tree = if a.stdin {
+        let name = a.stdin_filename.as_deref().unwrap_or("stdin");
+        if name.is_empty() || name.contains('/') {
+            return Err(Exit::usage("--stdin-filename must be a plain file name"));
+        }
+        archiver.archive_stdin(name)?
+    } else {
+        archiver.archive_paths(&paths)?
+    };
+    let (summary, errors, new_cache) = archiver.into_parts();
+    let catalog = Catalog {
+        time,
+        host: host.clone(),
+        paths: path_bytes.clone(),
+        tags: a.tags.clone(),
+        parent,
+        tree,
+        summary,
+    };
+    let (id, catalog) = writer.finish(catalog)?;
+    new_cache.save(
+        &cache,
+        &repo.id(),
+        &shared.subkeys.files_cache,
+        &host,
+        &path_bytes,
+    );
+    let s = &catalog.summary;
+    if ctx.global.json {
+        super::print_json(&serde_json::json!({
+            "message_type": "summary",
+            "snapshot_id": id.to_hex(),
+            "short_id": id.short(),
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unchanged": s.files_unchanged,
+            "dirs": s.dirs,
+            "bytes_read": s.bytes_read,
+            "bytes_total": s.bytes_total,
+            "bytes_added": s.bytes_added,
+            "errors": errors.len(),
+        }))?;
+    } else if !ctx.global.quiet {
+        println!(
+            "snapshot {} saved: {} new, {} changed, {} unchanged files; {} read, {} added to the repository",
+            id.short(),
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            human_bytes(s.bytes_read),
+            human_bytes(s.bytes_added),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(Exit::partial(format!(
+            "snapshot {} was saved, but {} file(s) could not be read (named above)",
+            id.short(),
+            errors.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

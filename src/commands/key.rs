@@ -1,0 +1,115 @@
+//! `strongroom key …`: writer keys, public keys, passphrases, recipients.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::cli::KeyCommand;
+use crate::crypto::pk::PublicKey;
+use crate::error::Exit;
+use crate::keys::{self, Key, PassphraseSource};
+
+use super::Ctx;
+
+const PUBLIC_MAGIC: &str = "strongroom public encryption key v1";
+
+pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
+    match cmd {
+        KeyCommand::ExportWriter {
+            out,
+            host,
+            no_passphrase,
+            new_passphrase_file,
+            bits,
+        } => {
+            refuse_existing(&out)?;
+            let key = ctx.load_key()?.into_full("export a writer key")?;
+            let host = host.unwrap_or_else(super::hostname);
+            let pass = new_passphrase(no_passphrase, new_passphrase_file)?;
+            let writer = key.export_writer(&host, bits)?;
+            keys::save(&Key::Writer(writer), &out, pass.as_deref().map(|p| &p[..]))?;
+            if !ctx.global.quiet {
+                eprintln!("wrote writer key for host {host} to {}", out.display());
+            }
+        }
+        KeyCommand::ExportPublic { out } => {
+            refuse_existing(&out)?;
+            let key = ctx.load_key()?.into_full("export the public encryption key")?;
+            let text = format!("{PUBLIC_MAGIC}\n{}\n", hex::encode(key.encryption.public().der()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            f.write_all(text.as_bytes())?;
+        }
+        KeyCommand::Passwd {
+            new_passphrase_file,
+            no_passphrase,
+        } => {
+            let path = ctx.key_path()?;
+            let key = ctx.load_key()?;
+            let pass = new_passphrase(no_passphrase, new_passphrase_file)?;
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new().prefix(".key-").tempdir_in(dir)?;
+            let tmp_path = tmp.path().join("key");
+            keys::save(&key, &tmp_path, pass.as_deref().map(|p| &p[..]))?;
+            std::fs::rename(&tmp_path, &path).with_context(|| format!("replacing {}", path.display()))?;
+            if !ctx.global.quiet {
+                eprintln!("changed the passphrase of {}", path.display());
+            }
+        }
+        KeyCommand::AddRecipient { public_key_file } => {
+            let key = ctx.load_key()?.into_full("add a recipient")?;
+            let text = std::fs::read_to_string(&public_key_file)
+                .with_context(|| format!("reading {}", public_key_file.display()))?;
+            let mut lines = text.lines();
+            let bad = || {
+                anyhow!(
+                    "{} is not a strongroom public key file",
+                    public_key_file.display()
+                )
+            };
+            if lines.next() != Some(PUBLIC_MAGIC) {
+                return Err(bad());
+            }
+            let der = hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
+            let recipient = PublicKey::from_der(&der)?;
+            let mut repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
+            repo.add_recipient(&key, recipient)?;
+            if !ctx.global.quiet {
+                eprintln!("added a recipient; backups from now on are readable with its key too");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refuse_existing(p: &Path) -> Result<()> {
+    if p.exists() {
+        return Err(Exit::usage(format!(
+            "{} already exists; not overwriting it",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+fn new_passphrase(
+    none: bool,
+    file: Option<std::path::PathBuf>,
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+    if none {
+        return Ok(None);
+    }
+    match file {
+        Some(f) => Ok(Some(PassphraseSource { file: Some(f) }.get("")?)),
+        None => Ok(Some(PassphraseSource::default().get_new()?)),
+    }
+}

@@ -1,0 +1,31 @@
+//! `strongroom keygen`: a new full key file.
+
+use anyhow::Result;
+
+use crate::cli::KeygenArgs;
+use crate::keys::{self, FullKey, Key};
+
+use super::Ctx;
+
+pub fn run(ctx: &Ctx, a: KeygenArgs) -> Result<()> {
+    if a.out.exists() {
+        return Err(crate::error::Exit::usage(format!(
+            "{} already exists; not overwriting a key file",
+            a.out.display()
+        )));
+    }
+    let passphrase = if a.no_passphrase {
+        None
+    } else {
+        Some(ctx.passphrases().get_new()?)
+    };
+    let key = FullKey::generate(a.bits)?;
+    keys::save(&Key::Full(key), &a.out, passphrase.as_deref().map(|p| &p[..]))?;
+    if !ctx.global.quiet {
+        eprintln!(
+            "wrote full key {} (keep it safe: without it no backup can be read)",
+            a.out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! One file of glue per subcommand.
+
+mod backup;
+mod check;
+mod init;
+mod key;
+mod keygen;
+mod ls;
+mod restore;
+mod snapshots;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::backend::{self, Backend};
+use crate::cache::Cache;
+use crate::cli::{Command, Global};
+use crate::error::Exit;
+use crate::format::Timestamp;
+use crate::keys::{self, Key, PassphraseSource};
+use crate::repository::Repository;
+
+/// What every command may need: the global options, and ways to open the
+/// key, the repository and the cache from them.
+pub struct Ctx {
+    pub global: Global,
+}
+
+impl Ctx {
+    pub fn passphrases(&self) -> PassphraseSource {
+        PassphraseSource {
+            file: self.global.passphrase_file.clone(),
+        }
+    }
+
+    pub fn key_path(&self) -> Result<PathBuf> {
+        self.global
+            .key
+            .clone()
+            .ok_or_else(|| Exit::usage("no key file given: use -k KEYFILE or STRONGROOM_KEY"))
+    }
+
+    pub fn load_key(&self) -> Result<Key> {
+        keys::load(&self.key_path()?, &self.passphrases())
+    }
+
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let url = self
+            .global
+            .repo
+            .as_deref()
+            .ok_or_else(|| Exit::usage("no repository given: use -r URL or STRONGROOM_REPO"))?;
+        backend::open(url)
+    }
+
+    pub fn open(&self, key: &Key) -> Result<Repository> {
+        Repository::open(self.backend()?, key.shared())
+    }
+
+    pub fn cache(&self) -> Cache {
+        Cache::open(self.global.cache_dir.as_deref())
+    }
+}
+
+pub fn run(command: Command, global: Global) -> Result<()> {
+    let ctx = Ctx { global };
+    match command {
+        Command::Keygen(a) => keygen::run(&ctx, a),
+        Command::Key(k) => key::run(&ctx, k),
+        Command::Init => init::run(&ctx),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run_ls(&ctx, a),
+        Command::Dump(a) => ls::run_dump(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer pointer and length describe `buf`.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// RFC 3339, UTC, seconds (nanoseconds when `precise`).
+pub fn format_time(t: &Timestamp, precise: bool) -> String {
+    match jiff::Timestamp::new(t.sec, if precise { t.nsec as i32 } else { 0 }) {
+        Ok(ts) => ts.to_string(),
+        Err(_) => format!("@{}", t.sec),
+    }
+}
+
+pub fn parse_time(s: &str) -> Result<Timestamp> {
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| Exit::usage(format!("--time {s:?} is not an RFC 3339 time: {e}")))?;
+    Ok(Timestamp {
+        sec: ts.as_second(),
+        nsec: ts.subsec_nanosecond() as u32,
+    })
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).context("writing JSON")?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,538 @@
+//! Reading the filesystem into trees and blobs: the archiver.
+//!
+//! Directories are walked depth-first; the entries of one directory, and
+//! the chunks of one large file, are processed in parallel. Each directory
+//! becomes one tree blob, so an unchanged directory serialises to the same
+//! tree and is not stored again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use globset::{GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+
+use crate::chunker::Chunker;
+use crate::format::manifest::Summary;
+use crate::format::tree::{Extent, Node, NodeKind, TREE_VERSION, Tree};
+use crate::format::{BlobKind, Id, Timestamp, encode};
+use crate::repository::writer::Writer;
+
+use super::filescache::{CachedFile, FilesCache};
+use super::meta::{Names, node_from_metadata, read_xattrs};
+
+/// Files whose mtime or ctime lie this close to the run's start may still be
+/// changing within one timestamp tick: they are read and not remembered.
+const GRANULARITY_NS: i128 = 1_000_000_000;
+/// How much of a large file is read before its chunks are processed.
+const BATCH: usize = 32 * 1024 * 1024;
+
+/// What to leave out.
+pub struct Excludes {
+    /// Patterns with a `/`, matched against the whole path.
+    paths: GlobSet,
+    /// Patterns without one, matched against each name.
+    names: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut paths = GlobSetBuilder::new();
+        let mut names = GlobSetBuilder::new();
+        for p in patterns {
+            let p = p.trim();
+            if p.is_empty() || p.starts_with('#') {
+                continue;
+            }
+            let glob = globset::GlobBuilder::new(p.trim_end_matches('/'))
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| crate::error::Exit::usage(format!("bad exclude pattern {p:?}: {e}")))?;
+            if p.contains('/') {
+                paths.add(glob)
+            } else {
+                names.add(glob)
+            };
+        }
+        Ok(Excludes {
+            paths: paths.build()?,
+            names: names.build()?,
+        })
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        self.paths.is_match(path) || path.file_name().is_some_and(|n| self.names.is_match(n))
+    }
+}
+
+pub struct Archiver<'a> {
+    writer: &'a Writer<'a>,
+    chunker: Chunker,
+    excludes: Excludes,
+    one_file_system: bool,
+    names: Names,
+    run_start: Timestamp,
+    old_cache: FilesCache,
+    new_cache: Mutex<FilesCache>,
+    /// Content of multiply-linked files already read, by (dev, inode).
+    hardlinks: Mutex<HashMap<(u64, u64), Vec<Extent>>>,
+    errors: Mutex<Vec<String>>,
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unchanged: AtomicU64,
+    dirs: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_total: AtomicU64,
+}
+
+impl<'a> Archiver<'a> {
+    pub fn new(
+        writer: &'a Writer<'a>,
+        chunker: Chunker,
+        excludes: Excludes,
+        one_file_system: bool,
+        old_cache: FilesCache,
+    ) -> Self {
+        Archiver {
+            writer,
+            chunker,
+            excludes,
+            one_file_system,
+            names: Names::default(),
+            run_start: Timestamp::now(),
+            old_cache,
+            new_cache: Mutex::new(FilesCache::default()),
+            hardlinks: Mutex::new(HashMap::new()),
+            errors: Mutex::new(Vec::new()),
+            files_new: AtomicU64::new(0),
+            files_changed: AtomicU64::new(0),
+            files_unchanged: AtomicU64::new(0),
+            dirs: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn into_parts(self) -> (Summary, Vec<String>, FilesCache) {
+        let summary = Summary {
+            files_new: self.files_new.into_inner(),
+            files_changed: self.files_changed.into_inner(),
+            files_unchanged: self.files_unchanged.into_inner(),
+            dirs: self.dirs.into_inner(),
+            bytes_read: self.bytes_read.into_inner(),
+            bytes_total: self.bytes_total.into_inner(),
+            bytes_added: 0,
+            blobs_added: 0,
+        };
+        let errors = self.errors.into_inner().unwrap_or_else(|e| e.into_inner());
+        (
+            summary,
+            errors,
+            self.new_cache.into_inner().unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    fn error(&self, path: &Path, err: impl std::fmt::Display) {
+        let msg = format!("{}: {err}", path.display());
+        crate::warn(&msg);
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+    }
+
+    /// Archives absolute paths under one root tree, with the real metadata
+    /// of every directory on the way to them.
+    pub fn archive_paths(&self, paths: &[PathBuf]) -> Result<Id> {
+        #[derive(Default)]
+        struct Dir {
+            children: BTreeMap<Vec<u8>, Dir>,
+            whole: bool,
+        }
+        let mut root = Dir::default();
+        for p in paths {
+            let mut d = &mut root;
+            for c in p.components().skip(1) {
+                d = d.children.entry(c.as_os_str().as_bytes().to_vec()).or_default();
+            }
+            d.whole = true;
+        }
+        fn build(a: &Archiver, path: &Path, d: &Dir) -> Result<Id> {
+            let mut nodes = Vec::new();
+            for (name, child) in &d.children {
+                let cpath = path.join(std::ffi::OsStr::from_bytes(name));
+                if child.whole {
+                    if let Some(n) = a.entry(&cpath, None)? {
+                        nodes.push(n);
+                    }
+                    continue;
+                }
+                let meta = std::fs::symlink_metadata(&cpath)
+                    .with_context(|| format!("reading {}", cpath.display()))?;
+                let mut n = node_from_metadata(std::ffi::OsStr::from_bytes(name), &meta, &a.names);
+                n.xattrs = read_xattrs(&cpath).unwrap_or_default();
+                n.subtree = Some(build(a, &cpath, child)?);
+                nodes.push(n);
+            }
+            a.store_tree(nodes)
+        }
+        if root.whole {
+            return self.dir_tree(Path::new("/"), None);
+        }
+        build(self, Path::new("/"), &root)
+    }
+
+    fn store_tree(&self, mut nodes: Vec<Node>) -> Result<Id> {
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.dirs.fetch_add(1, Ordering::Relaxed);
+        let tree = Tree {
+            version: TREE_VERSION,
+            nodes,
+        };
+        self.writer.add_blob(BlobKind::Tree, &encode(&tree))
+    }
+
+    /// The tree of a directory's entries.
+    fn dir_tree(&self, dir: &Path, dev: Option<u64>) -> Result<Id> {
+        let mut entries = Vec::new();
+        match std::fs::read_dir(dir) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => entries.push(e.file_name()),
+                        Err(e) => self.error(dir, e),
+                    }
+                }
+            }
+            Err(e) => self.error(dir, e),
+        }
+        let nodes: Vec<Option<Node>> = entries
+            .par_iter()
+            .map(|name| self.entry(&dir.join(name), dev))
+            .collect::<Result<_>>()?;
+        self.store_tree(nodes.into_iter().flatten().collect())
+    }
+
+    /// One entry; `None` if excluded or unreadable (the latter reported).
+    fn entry(&self, path: &Path, parent_dev: Option<u64>) -> Result<Option<Node>> {
+        if self.excludes.excluded(path) {
+            return Ok(None);
+        }
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(path, e);
+                return Ok(None);
+            }
+        };
+        let name = path.file_name().unwrap_or(path.as_os_str());
+        let mut node = node_from_metadata(name, &meta, &self.names);
+        match read_xattrs(path) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => self.error(path, format!("reading extended attributes: {e}")),
+        }
+        match node.kind {
+            NodeKind::Dir => {
+                let crosses = self.one_file_system && parent_dev.is_some_and(|d| d != meta.dev());
+                node.size = 0;
+                node.subtree = Some(if crosses {
+                    self.store_tree(Vec::new())?
+                } else {
+                    self.dir_tree(path, Some(meta.dev()))?
+                });
+            }
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => node.target = t.as_os_str().as_bytes().to_vec(),
+                Err(e) => {
+                    self.error(path, e);
+                    return Ok(None);
+                }
+            },
+            NodeKind::File => {
+                self.bytes_total.fetch_add(meta.size(), Ordering::Relaxed);
+                match self.file_content(path, &meta) {
+                    Ok(c) => node.content = c,
+                    Err(e) => {
+                        if e.downcast_ref::<io::Error>().is_some() {
+                            self.error(path, format!("{e:#}"));
+                            return Ok(None);
+                        }
+                        return Err(e.context(format!("backing up {}", path.display())));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn file_content(&self, path: &Path, meta: &std::fs::Metadata) -> Result<Vec<Extent>> {
+        let key = path.as_os_str().as_bytes().to_vec();
+        let mtime = Timestamp {
+            sec: meta.mtime(),
+            nsec: meta.mtime_nsec() as u32,
+        };
+        let ctime = Timestamp {
+            sec: meta.ctime(),
+            nsec: meta.ctime_nsec() as u32,
+        };
+        let settled = self.run_start.as_nanos() - mtime.as_nanos().max(ctime.as_nanos()) > GRANULARITY_NS;
+        let fresh = CachedFile {
+            size: meta.size(),
+            mtime,
+            ctime,
+            inode: meta.ino(),
+            content: Vec::new(),
+        };
+        let old = self.old_cache.entries.get(&key);
+        if let Some(old) = old {
+            let same = old.size == fresh.size
+                && old.mtime == mtime
+                && old.ctime == ctime
+                && old.inode == fresh.inode;
+            if same
+                && settled
+                && old.content.iter().all(|e| match e {
+                    Extent::Data { id, .. } => self.writer.has_blob(id),
+                    Extent::Hole { .. } => true,
+                })
+            {
+                self.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                self.remember(key, old.clone());
+                return Ok(old.content.clone());
+            }
+        }
+        let link_key = (meta.dev(), meta.ino());
+        if meta.nlink() > 1
+            && let Some(c) = self
+                .hardlinks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&link_key)
+            {
+                return Ok(c.clone());
+            }
+        let content = self.read_file(path, meta)?;
+        if old.is_some() {
+            self.files_changed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.files_new.fetch_add(1, Ordering::Relaxed);
+        }
+        if meta.nlink() > 1 {
+            self.hardlinks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(link_key, content.clone());
+        }
+        if settled {
+            self.remember(
+                key,
+                CachedFile {
+                    content: content.clone(),
+                    ..fresh
+                },
+            );
+        }
+        Ok(content)
+    }
+
+    fn remember(&self, key: Vec<u8>, f: CachedFile) {
+        self.new_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .insert(key, f);
+    }
+
+    /// Reads a file's data regions (holes stay holes), chunking each.
+    fn read_file(&self, path: &Path, meta: &std::fs::Metadata) -> Result<Vec<Extent>> {
+        let file = open_noatime(path)?;
+        let size = meta.size();
+        let mut extents = Vec::new();
+        let mut pos = 0u64;
+        for (start, end) in data_regions(&file, size) {
+            if start > pos {
+                extents.push(Extent::Hole { len: start - pos });
+            }
+            self.read_region(&file, start, end, &mut extents)
+                .with_context(|| format!("reading {}", path.display()))?;
+            pos = end;
+        }
+        if pos < size {
+            extents.push(Extent::Hole { len: size - pos });
+        }
+        let after = file.metadata()?;
+        if after.size() != size || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() {
+            crate::warn(&format!(
+                "{} changed while it was read; the snapshot holds what was read",
+                path.display()
+            ));
+        }
+        Ok(extents)
+    }
+
+    fn read_region(&self, file: &File, start: u64, end: u64, out: &mut Vec<Extent>) -> Result<()> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut off = start;
+        let mut eof = false;
+        while !eof || !buf.is_empty() {
+            let want = (BATCH + self.chunker.max_size()).saturating_sub(buf.len());
+            if !eof && want > 0 {
+                let n = (want as u64).min(end - off) as usize;
+                let old = buf.len();
+                buf.resize(old + n, 0);
+                let got = read_full_at(file, &mut buf[old..], off)?;
+                buf.truncate(old + got);
+                off += got as u64;
+                self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
+                if got < n || off >= end {
+                    eof = true;
+                }
+            }
+            let (lens, used) = self.chunker.split(&buf, eof);
+            let mut chunks = Vec::with_capacity(lens.len());
+            let mut p = 0;
+            for l in lens {
+                chunks.push(&buf[p..p + l]);
+                p += l;
+            }
+            let ids: Vec<Id> = chunks
+                .par_iter()
+                .map(|c| self.writer.add_blob(BlobKind::Data, c))
+                .collect::<Result<_>>()?;
+            for (id, c) in ids.into_iter().zip(&chunks) {
+                out.push(Extent::Data {
+                    id,
+                    len: c.len() as u32,
+                });
+            }
+            buf.drain(..used);
+        }
+        Ok(())
+    }
+
+    /// Archives standard input as one file named `name` at the root.
+    pub fn archive_stdin(&self, name: &str) -> Result<Id> {
+        let mut extents = Vec::new();
+        let mut stdin = io::stdin().lock();
+        let mut buf = Vec::new();
+        let mut eof = false;
+        let mut total = 0u64;
+        while !eof || !buf.is_empty() {
+            if !eof {
+                let want = BATCH + self.chunker.max_size();
+                let mut got = 0;
+                let old = buf.len();
+                buf.resize(want.max(old), 0);
+                while old + got < buf.len() {
+                    let n = stdin
+                        .read(&mut buf[old + got..])
+                        .context("reading standard input")?;
+                    if n == 0 {
+                        eof = true;
+                        break;
+                    }
+                    got += n;
+                }
+                buf.truncate(old + got);
+                total += got as u64;
+            }
+            let (lens, used) = self.chunker.split(&buf, eof);
+            let mut p = 0;
+            for l in lens {
+                let id = self.writer.add_blob(BlobKind::Data, &buf[p..p + l])?;
+                extents.push(Extent::Data { id, len: l as u32 });
+                p += l;
+            }
+            buf.drain(..used);
+        }
+        self.bytes_read.fetch_add(total, Ordering::Relaxed);
+        self.bytes_total.fetch_add(total, Ordering::Relaxed);
+        self.files_new.fetch_add(1, Ordering::Relaxed);
+        let now = Timestamp::now();
+        // SAFETY: getuid/getgid/umask cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let node = Node {
+            name: name.as_bytes().to_vec(),
+            kind: NodeKind::File,
+            mode: libc::S_IFREG | 0o600,
+            uid,
+            gid,
+            user: self.names.user(uid),
+            group: self.names.group(gid),
+            size: total,
+            blocks: total.div_ceil(512),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            dev: 0,
+            inode: 0,
+            nlink: 1,
+            rdev: 0,
+            target: Vec::new(),
+            xattrs: Vec::new(),
+            content: extents,
+            subtree: None,
+        };
+        self.store_tree(vec![node])
+    }
+}
+
+fn open_noatime(path: &Path) -> io::Result<File> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        r => r,
+    }
+}
+
+fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The data regions of a file, by SEEK_DATA/SEEK_HOLE; the whole file if
+/// the filesystem cannot tell.
+fn data_regions(f: &File, size: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole remains
+            }
+            return vec![(0, size)];
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return vec![(0, size)];
+        }
+        let end = (hole as u64).min(size);
+        if end > data as u64 {
+            out.push((data as u64, end));
+        }
+        pos = hole;
+    }
+    out
+}

@@ -1,0 +1,7 @@
+//! The local filesystem side: reading entries with all their metadata for a
+//! backup, and writing them back exactly on restore.
+
+pub mod backup;
+pub mod filescache;
+pub mod meta;
+pub mod restore;

@@ -1,0 +1,42 @@
+//! strongroom: client-side encrypted, signed, deduplicating backups.
+//!
+//! Data flows one way: `cli → commands → repository → {crypto, chunker,
+//! format}`, and `repository → cache → backend`.
+
+pub mod backend;
+pub mod cache;
+pub mod chunker;
+pub mod cli;
+pub mod commands;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod fs;
+pub mod keys;
+pub mod repository;
+
+use std::sync::atomic::{AtomicI8, Ordering};
+
+static VERBOSITY: AtomicI8 = AtomicI8::new(0);
+
+pub fn set_verbosity(v: i8) {
+    VERBOSITY.store(v, Ordering::Relaxed);
+}
+
+pub fn verbosity() -> i8 {
+    VERBOSITY.load(Ordering::Relaxed)
+}
+
+/// A warning on stderr, unless `-q`.
+pub fn warn(msg: &str) {
+    if verbosity() >= 0 {
+        eprintln!("warning: {msg}");
+    }
+}
+
+/// Progress detail on stderr with `-v`.
+pub fn info(msg: &str) {
+    if verbosity() > 0 {
+        eprintln!("{msg}");
+    }
+}

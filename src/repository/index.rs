@@ -1,0 +1,176 @@
+//! The blob index: which pack holds which blob, and under which run's keys.
+//!
+//! Loaded whole into memory from the sealed `index/` files. Packs that no
+//! index file names (an interrupted backup's) are indexed again from their
+//! sealed headers, so their blobs are reused rather than uploaded again.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rayon::prelude::*;
+
+use crate::backend::{Backend, Kind};
+use crate::crypto::aead;
+use crate::crypto::subkeys::Subkeys;
+use crate::format::index::{self, BlobEntry, IndexFile, PackEntries};
+use crate::format::pack::{self, PackHeader, TRAILER_LEN};
+use crate::format::{FORMAT_VERSION, Id, aad, decode, encode};
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug)]
+pub struct Location {
+    pub pack: Id,
+    pub entry: BlobEntry,
+}
+
+#[derive(Default)]
+pub struct Index {
+    blobs: HashMap<Id, Location>,
+    packs: HashSet<Id>,
+}
+
+impl Index {
+    /// Reads and opens every index file, in parallel.
+    pub fn load(backend: &dyn Backend, subkeys: &Subkeys, repo_id: &Id) -> Result<Index> {
+        let names = backend.list(Kind::Index).context("listing the index")?;
+        let files: Vec<IndexFile> = names
+            .par_iter()
+            .map(|l| read_index_file(backend, subkeys, repo_id, &l.name))
+            .collect::<Result<_>>()?;
+        let mut index = Index::default();
+        for f in files {
+            for p in f.packs {
+                index.insert_pack(&p);
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn insert_pack(&mut self, p: &PackEntries) {
+        self.packs.insert(p.pack);
+        for e in &p.blobs {
+            self.blobs.insert(
+                e.id,
+                Location {
+                    pack: p.pack,
+                    entry: *e,
+                },
+            );
+        }
+    }
+
+    pub fn get(&self, id: &Id) -> Option<&Location> {
+        self.blobs.get(id)
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    pub fn has_pack(&self, id: &Id) -> bool {
+        self.packs.contains(id)
+    }
+
+    pub fn packs(&self) -> impl Iterator<Item = &Id> {
+        self.packs.iter()
+    }
+
+    pub fn blobs(&self) -> impl Iterator<Item = &Location> {
+        self.blobs.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
+
+pub fn read_index_file(
+    backend: &dyn Backend,
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    name: &str,
+) -> Result<IndexFile> {
+    let bytes = backend
+        .read(Kind::Index, name)
+        .with_context(|| format!("reading index file {name}"))?;
+    if Id::of_bytes(&bytes).to_hex() != name {
+        bail!("index file {name} is damaged: its content does not match its name");
+    }
+    let plain = aead::open_salted(&subkeys.index, &aad(index::SEAL_KIND, repo_id, &[]), &bytes)
+        .map_err(|e| anyhow!("opening index file {name} failed: {e}"))?;
+    let file: IndexFile = decode(&plain, &format!("index file {name}"))?;
+    if file.format != FORMAT_VERSION {
+        bail!(
+            "index file {name} has format {}, expected {FORMAT_VERSION}",
+            file.format
+        );
+    }
+    Ok(file)
+}
+
+/// Seals and writes one index file; returns its name.
+pub fn write_index_file(
+    backend: &dyn Backend,
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    packs: Vec<PackEntries>,
+) -> Result<Id> {
+    let file = IndexFile {
+        format: FORMAT_VERSION,
+        packs,
+    };
+    let sealed = aead::seal_salted(
+        &subkeys.index,
+        &aad(index::SEAL_KIND, repo_id, &[]),
+        &encode(&file),
+    )?;
+    let id = Id::of_bytes(&sealed);
+    backend
+        .write(Kind::Index, &id.to_hex(), &sealed)
+        .with_context(|| format!("writing index file {id}"))?;
+    Ok(id)
+}
+
+/// Reads a pack's sealed header from its tail.
+pub fn read_pack_header(
+    backend: &dyn Backend,
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    pack: &Id,
+    size: u64,
+) -> Result<Vec<BlobEntry>> {
+    let name = pack.to_hex();
+    if size < TRAILER_LEN as u64 {
+        bail!("pack {name} is too short to be a pack");
+    }
+    let trailer = backend.read_range(Kind::Packs, &name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)?;
+    let hlen = pack::parse_trailer(&trailer).with_context(|| format!("pack {name}"))? as u64;
+    if hlen + TRAILER_LEN as u64 > size {
+        bail!("pack {name} is damaged: its header length is out of range");
+    }
+    let sealed = backend.read_range(Kind::Packs, &name, size - TRAILER_LEN as u64 - hlen, hlen)?;
+    parse_pack_header(subkeys, repo_id, pack, &sealed, size)
+}
+
+pub fn parse_pack_header(
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    pack: &Id,
+    sealed: &[u8],
+    size: u64,
+) -> Result<Vec<BlobEntry>> {
+    let plain = aead::open_salted(&subkeys.index, &aad(pack::SEAL_KIND, repo_id, &[]), sealed)
+        .map_err(|e| anyhow!("opening the header of pack {pack} failed: {e}"))?;
+    let header: PackHeader = decode(&plain, &format!("the header of pack {pack}"))?;
+    let data_end = size - TRAILER_LEN as u64 - sealed.len() as u64;
+    for e in &header.blobs {
+        if e.offset as u64 + e.length as u64 > data_end {
+            bail!("pack {pack} is damaged: blob {} lies outside its data", e.id);
+        }
+    }
+    Ok(header.blobs)
+}

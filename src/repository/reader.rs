@@ -1,0 +1,103 @@
+//! The reading side, for the full key only: finds a blob in the index,
+//! reads it from its pack, opens it under its run's keys.
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::cache::Cache;
+use crate::crypto::subkeys::hmac;
+use crate::format::tree::Tree;
+use crate::format::{BlobKind, Id, decode};
+use crate::keys::FullKey;
+
+use super::Repository;
+use super::index::{Index, Location};
+use super::runkeys::Keyring;
+use crate::backend::Kind;
+
+pub struct Reader<'a> {
+    pub repo: &'a Repository,
+    pub key: &'a FullKey,
+    pub index: Index,
+    keyring: Keyring<'a>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn open(repo: &'a Repository, key: &'a FullKey, cache: &'a Cache) -> Result<Reader<'a>> {
+        let index = Index::load(repo.backend.as_ref(), &key.shared.subkeys, &repo.id())?;
+        Ok(Reader {
+            repo,
+            key,
+            index,
+            keyring: Keyring::new(repo, key, cache)?,
+        })
+    }
+
+    pub fn locate(&self, id: &Id) -> Result<&Location> {
+        self.index.get(id).ok_or_else(|| {
+            anyhow!("blob {id} is not in the index (a pack is missing, or the index is incomplete)")
+        })
+    }
+
+    /// Reads, opens and decompresses a blob; with `verify`, recomputes its id.
+    pub fn read_blob(&self, id: &Id, verify: bool) -> Result<Vec<u8>> {
+        let loc = *self.locate(id)?;
+        let sealed = self
+            .repo
+            .backend
+            .read_range(
+                Kind::Packs,
+                &loc.pack.to_hex(),
+                loc.entry.offset as u64,
+                loc.entry.length as u64,
+            )
+            .with_context(|| format!("reading blob {id} from pack {}", loc.pack))?;
+        if sealed.len() != loc.entry.length as usize {
+            bail!(
+                "reading blob {id} from pack {} failed: the pack is truncated",
+                loc.pack
+            );
+        }
+        self.open_blob(&loc, &sealed, verify)
+    }
+
+    /// Opens a sealed blob read from its pack.
+    pub fn open_blob(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
+        let id = &loc.entry.id;
+        let keys = self
+            .keyring
+            .get(&loc.entry.run)
+            .with_context(|| format!("opening blob {id} of pack {}", loc.pack))?;
+        let plain = keys
+            .open_blob(loc.entry.kind, id, &self.repo.id(), sealed)
+            .map_err(|e| anyhow!("decrypting blob {id} of pack {} failed: {e}", loc.pack))?;
+        let data = decompress(&plain, loc.entry.raw_length as usize)
+            .with_context(|| format!("blob {id} of pack {}", loc.pack))?;
+        if verify && Id(hmac(&self.key.shared.subkeys.blob_id, &data)) != *id {
+            bail!("blob {id} of pack {} does not match its id", loc.pack);
+        }
+        Ok(data)
+    }
+
+    pub fn read_tree(&self, id: &Id) -> Result<Tree> {
+        let loc = self.locate(id)?;
+        if loc.entry.kind != BlobKind::Tree {
+            bail!("blob {id} is not a tree");
+        }
+        let bytes = self.read_blob(id, true)?;
+        decode(&bytes, &format!("tree {id}"))
+    }
+}
+
+fn decompress(plain: &[u8], raw_length: usize) -> Result<Vec<u8>> {
+    match plain.split_first() {
+        Some((0, rest)) => Ok(rest.to_vec()),
+        Some((1, rest)) => {
+            let out = zstd::bulk::decompress(rest, raw_length).context("decompressing failed")?;
+            if out.len() != raw_length {
+                bail!("decompressed to {} bytes, expected {raw_length}", out.len());
+            }
+            Ok(out)
+        }
+        _ => bail!("unknown blob encoding"),
+    }
+}

@@ -1,0 +1,172 @@
+//! Snapshot manifests: writing them, listing and verifying them, and
+//! finding the one a user names.
+
+use anyhow::{Context, Result, anyhow, bail};
+use rayon::prelude::*;
+
+use crate::backend::Kind;
+use crate::crypto::aead;
+use crate::error::Exit;
+use crate::format::manifest::{self, Catalog, Manifest};
+use crate::format::{FORMAT_VERSION, Id, RunId, Signed, Timestamp, aad, decode, encode};
+use crate::keys::Shared;
+
+use super::Repository;
+use super::trust::{self, RunSigner, SignedBy};
+
+/// A verified snapshot.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub id: Id,
+    pub run: RunId,
+    pub catalog: Catalog,
+    pub signed_by: SignedBy,
+    /// Dated more than a day in the future: shown, but flagged.
+    pub future: bool,
+}
+
+/// Every manifest in the repository: the verified ones, oldest first, and
+/// the refused ones with the reason.
+pub struct Listing {
+    pub snapshots: Vec<Snapshot>,
+    pub refused: Vec<(String, anyhow::Error)>,
+}
+
+fn catalog_aad(repo_id: &Id, run: &RunId) -> Vec<u8> {
+    aad("catalog", repo_id, &run.0)
+}
+
+/// Signs and writes a snapshot manifest; returns its id.
+pub fn write(
+    repo: &Repository,
+    shared: &Shared,
+    signer: &RunSigner,
+    run: RunId,
+    catalog: &Catalog,
+) -> Result<Id> {
+    let sealed = aead::seal_salted(
+        &shared.subkeys.catalog,
+        &catalog_aad(&repo.id(), &run),
+        &encode(catalog),
+    )?;
+    let m = Manifest {
+        format: FORMAT_VERSION,
+        repo_id: repo.id(),
+        run_id: run,
+        signer: signer.signer.clone(),
+        catalog: sealed,
+    };
+    let body = encode(&m);
+    let signature = signer.sign(manifest::SIGNED_TYPE, &body)?;
+    let bytes = encode(&Signed { body, signature });
+    let id = Id::of_bytes(&bytes);
+    repo.backend
+        .write(Kind::Snapshots, &id.to_hex(), &bytes)
+        .with_context(|| format!("writing snapshot {id}"))?;
+    Ok(id)
+}
+
+/// Reads one manifest: the name must match the content, the signature must
+/// verify (root, or a certified writer of the snapshot's own host), and only
+/// then is the catalog opened.
+pub fn read(repo: &Repository, shared: &Shared, name: &str) -> Result<Snapshot> {
+    let bytes = repo.backend.read(Kind::Snapshots, name)?;
+    let id = Id::of_bytes(&bytes);
+    if id.to_hex() != name {
+        bail!("its content does not match its name (damaged or tampered)");
+    }
+    let signed: Signed = decode(&bytes, "the manifest")?;
+    let m: Manifest = decode(&signed.body, "the manifest")?;
+    let signed_by = trust::verify(
+        &shared.root_public,
+        &m.signer,
+        manifest::SIGNED_TYPE,
+        &signed.body,
+        &signed.signature,
+    )?;
+    if m.repo_id != repo.id() {
+        bail!("it belongs to another repository");
+    }
+    let plain = aead::open_salted(
+        &shared.subkeys.catalog,
+        &catalog_aad(&repo.id(), &m.run_id),
+        &m.catalog,
+    )
+    .map_err(|e| anyhow!("its catalog does not open: {e}"))?;
+    let catalog: Catalog = decode(&plain, "the catalog")?;
+    if let SignedBy::Writer { host } = &signed_by
+        && *host != catalog.host {
+            bail!(
+                "it is signed by the writer key of host {host} but claims host {}",
+                catalog.host
+            );
+        }
+    let future = catalog.time.sec > Timestamp::now().sec + 86_400;
+    Ok(Snapshot {
+        id,
+        run: m.run_id,
+        catalog,
+        signed_by,
+        future,
+    })
+}
+
+/// Lists and verifies every manifest, in parallel.
+pub fn list(repo: &Repository, shared: &Shared) -> Result<Listing> {
+    let names = repo.backend.list(Kind::Snapshots).context("listing snapshots")?;
+    let results: Vec<(String, Result<Snapshot>)> = names
+        .par_iter()
+        .map(|l| (l.name.clone(), read(repo, shared, &l.name)))
+        .collect();
+    let mut snapshots = Vec::new();
+    let mut refused = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok(s) => snapshots.push(s),
+            Err(e) => refused.push((name, e)),
+        }
+    }
+    snapshots.sort_by(|a, b| a.catalog.time.cmp(&b.catalog.time).then(a.id.cmp(&b.id)));
+    refused.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Listing { snapshots, refused })
+}
+
+impl Listing {
+    /// Finds a snapshot by `latest`, a full id or a unique prefix of at
+    /// least 8 hex digits; `latest` honours `host`.
+    pub fn find(&self, spec: &str, host: Option<&str>) -> Result<&Snapshot> {
+        let mut candidates = self
+            .snapshots
+            .iter()
+            .filter(|s| host.is_none_or(|h| s.catalog.host == h));
+        if spec == "latest" {
+            return candidates.next_back().ok_or_else(|| match host {
+                Some(h) => Exit::usage(format!("there is no snapshot of host {h}")),
+                None => Exit::usage("the repository has no snapshots"),
+            });
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.len() < 8 || spec_l.len() > 64 || !spec_l.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Exit::usage(format!(
+                "{spec:?} is not a snapshot: give `latest`, a full id or a prefix of at least 8 hex digits"
+            )));
+        }
+        let matching: Vec<&Snapshot> = candidates
+            .filter(|s| s.id.to_hex().starts_with(&spec_l))
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok(one),
+            [] => {
+                if let Some((name, err)) = self.refused.iter().find(|(n, _)| n.starts_with(&spec_l)) {
+                    Err(anyhow!("snapshot {name} is refused: {err:#}"))
+                } else {
+                    Err(Exit::usage(format!("no snapshot matches {spec}")))
+                }
+            }
+            _ => Err(Exit::usage(format!(
+                "{spec} matches {} snapshots; give more digits",
+                matching.len()
+            ))),
+        }
+    }
+}
