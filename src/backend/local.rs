@@ -119,12 +119,13 @@ impl Backend for Local {
                 let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
                 let meta = entry.metadata()?;
                 if meta.is_file()
-                    && let Ok(name) = entry.file_name().into_string() {
-                        out.push(Listed {
-                            name,
-                            size: meta.len(),
-                        });
-                    }
+                    && let Ok(name) = entry.file_name().into_string()
+                {
+                    out.push(Listed {
+                        name,
+                        size: meta.len(),
+                    });
+                }
             }
             Ok(())
         };

@@ -144,13 +144,14 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
                     }
                     for e in &n.content {
                         if let Extent::Data { id, .. } = e
-                            && !index.contains(id) {
-                                report.error(format!(
-                                    "snapshot {} {}: blob {id} is not in the index",
-                                    s.id.short(),
-                                    p.display()
-                                ));
-                            }
+                            && !index.contains(id)
+                        {
+                            report.error(format!(
+                                "snapshot {} {}: blob {id} is not in the index",
+                                s.id.short(),
+                                p.display()
+                            ));
+                        }
                     }
                 }
             }

@@ -32,9 +32,10 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         a.target.join(rel)
     };
     if let Some(parent) = dest.parent()
-        && (node.kind != NodeKind::Dir || dest != a.target) {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
+        && (node.kind != NodeKind::Dir || dest != a.target)
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
     if node.kind == NodeKind::Dir && dest == a.target {
         std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
     }

@@ -313,9 +313,9 @@ impl<'a> Archiver<'a> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&link_key)
-            {
-                return Ok(c.clone());
-            }
+        {
+            return Ok(c.clone());
+        }
         let content = self.read_file(path, meta)?;
         if old.is_some() {
             self.files_changed.fetch_add(1, Ordering::Relaxed);

@@ -115,10 +115,11 @@ impl<'a> Restorer<'a> {
             return Ok(());
         }
         if let Err(e) = std::fs::create_dir(dest)
-            && (e.kind() != io::ErrorKind::AlreadyExists || !dest.is_dir()) {
-                self.error(dest, &anyhow!(e).context("creating the directory"));
-                return Ok(());
-            }
+            && (e.kind() != io::ErrorKind::AlreadyExists || !dest.is_dir())
+        {
+            self.error(dest, &anyhow!(e).context("creating the directory"));
+            return Ok(());
+        }
         plan.dirs.push((dest.to_path_buf(), node.clone()));
         let Some(tree_id) = node.subtree else {
             return Ok(());

@@ -178,9 +178,10 @@ impl<'a> Keyring<'a> {
         let cache_name = format!("runkeys/{run}");
         if let Some(sealed) = self.cache.get(&self.repo.id(), &cache_name)
             && let Ok(plain) = aead::open(&self.cache_key, &self.cache_aad(run), &sealed)
-                && let Some(k) = RunKeys::from_secret_bytes(*run, &plain) {
-                    return Ok(k);
-                }
+            && let Some(k) = RunKeys::from_secret_bytes(*run, &plain)
+        {
+            return Ok(k);
+        }
         let (env_id, env) = self
             .envelopes()?
             .get(run)

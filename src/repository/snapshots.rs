@@ -95,12 +95,13 @@ pub fn read(repo: &Repository, shared: &Shared, name: &str) -> Result<Snapshot> 
     .map_err(|e| anyhow!("its catalog does not open: {e}"))?;
     let catalog: Catalog = decode(&plain, "the catalog")?;
     if let SignedBy::Writer { host } = &signed_by
-        && *host != catalog.host {
-            bail!(
-                "it is signed by the writer key of host {host} but claims host {}",
-                catalog.host
-            );
-        }
+        && *host != catalog.host
+    {
+        bail!(
+            "it is signed by the writer key of host {host} but claims host {}",
+            catalog.host
+        );
+    }
     let future = catalog.time.sec > Timestamp::now().sec + 86_400;
     Ok(Snapshot {
         id,

@@ -1,0 +1,254 @@
+//! Drives the real `strongroom` binary in a fresh temporary directory with
+//! a cleared environment. Key files are made once per build and shared.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
+
+/// Shared key files, made once (under a lock, across test processes).
+pub struct Keys {
+    pub full: PathBuf,
+    pub writer: PathBuf,
+    pub other: PathBuf,
+}
+
+pub fn keys() -> Keys {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-keys-v1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = File::create(dir.join(".lock")).unwrap();
+    // SAFETY: flock on a descriptor we own; released when `lock` drops.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let k = Keys {
+        full: dir.join("full.key"),
+        writer: dir.join("writer.key"),
+        other: dir.join("other.key"),
+    };
+    let run = |args: &[&OsStr]| {
+        let o = Command::new(BIN).args(args).env_clear().output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    for (p, _) in [(&k.full, 0), (&k.other, 1)] {
+        if !p.exists() {
+            let tmp = p.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            run(&[
+                "keygen".as_ref(),
+                "--no-passphrase".as_ref(),
+                "--bits".as_ref(),
+                "3072".as_ref(),
+                "--out".as_ref(),
+                tmp.as_os_str(),
+            ]);
+            std::fs::rename(&tmp, p).unwrap();
+        }
+    }
+    if !k.writer.exists() {
+        let tmp = k.writer.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        run(&[
+            "-k".as_ref(),
+            k.full.as_os_str(),
+            "key".as_ref(),
+            "export-writer".as_ref(),
+            "--host".as_ref(),
+            "writer-host".as_ref(),
+            "--no-passphrase".as_ref(),
+            "--bits".as_ref(),
+            "3072".as_ref(),
+            "--out".as_ref(),
+            tmp.as_os_str(),
+        ]);
+        std::fs::rename(&tmp, &k.writer).unwrap();
+    }
+    k
+}
+
+/// A test's sandbox: a temporary directory with a repository path, a cache
+/// directory and the shared keys.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub keys: Keys,
+}
+
+pub struct Run {
+    pub out: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code(),
+            0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    pub fn fails(self, code: i32) -> Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "expected exit {code}\nstdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout(), self.stderr()))
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let keys = keys();
+        let dir = tempfile::Builder::new()
+            .prefix("t-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        Env { dir, keys }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    /// A command with a cleared environment, run in the sandbox.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("STRONGROOM_CACHE_DIR", self.path("cache"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs with `-r repo -k KEY` and the given arguments.
+    pub fn run_with(&self, key: &Path, args: &[&str]) -> Run {
+        let out = self
+            .cmd()
+            .arg("-r")
+            .arg(self.repo())
+            .arg("-k")
+            .arg(key)
+            .args(args)
+            .output()
+            .unwrap();
+        Run { out }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(&self.keys.full, args)
+    }
+
+    pub fn writer(&self, args: &[&str]) -> Run {
+        self.run_with(&self.keys.writer, args)
+    }
+
+    pub fn init(&self) {
+        self.run(&["init"]).ok();
+    }
+
+    /// Backs up `paths` and returns the JSON summary.
+    pub fn backup(&self, paths: &[&Path]) -> serde_json::Value {
+        let mut args = vec!["--json".to_string(), "backup".to_string()];
+        args.extend(paths.iter().map(|p| p.to_str().unwrap().to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&a).ok().json()
+    }
+
+    pub fn snapshots(&self) -> serde_json::Value {
+        self.run(&["--json", "snapshots"]).ok().json()
+    }
+
+    /// Every file in the repository, with its bytes.
+    pub fn repo_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in std::fs::read_dir(p).unwrap() {
+                let e = e.unwrap();
+                let t = e.file_type().unwrap();
+                if t.is_dir() {
+                    walk(&e.path(), out);
+                } else if t.is_file() {
+                    out.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.repo(), &mut v);
+        v
+    }
+
+    pub fn repo_objects(&self, kind: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self
+            .repo_files()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.strip_prefix(self.repo()).unwrap().starts_with(kind))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Where a backed-up absolute path lands under a restore target.
+pub fn under(target: &Path, abs: &Path) -> PathBuf {
+    target.join(abs.strip_prefix("/").unwrap())
+}
+
+pub fn sh(script: &str) {
+    let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Writes `n` pseudo-random bytes (xorshift, seeded) to `path`.
+pub fn random_file(path: &Path, n: usize, seed: u64) {
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; n];
+    for c in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        c.copy_from_slice(&b[..c.len()]);
+    }
+    std::fs::write(path, buf).unwrap();
+}
+
+pub fn flip_byte(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, offset).unwrap();
+}
