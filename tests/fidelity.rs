@@ -111,7 +111,9 @@ fn data_regions(p: &Path) -> Vec<(u64, u64)> {
 }
 
 /// Every field of every entry under `root`, and the hard-link groups.
-fn survey(root: &Path) -> (BTreeMap<Vec<u8>, Entry>, BTreeSet<Vec<Vec<u8>>>) {
+type Survey = (BTreeMap<Vec<u8>, Entry>, BTreeSet<Vec<Vec<u8>>>);
+
+fn survey(root: &Path) -> Survey {
     let mut entries = BTreeMap::new();
     let mut inodes: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
