@@ -198,18 +198,13 @@ impl<'a> Archiver<'a> {
 
     /// The tree of a directory's entries.
     fn dir_tree(&self, dir: &Path, dev: Option<u64>) -> Result<Id> {
-        let mut entries = Vec::new();
-        match std::fs::read_dir(dir) {
-            Ok(rd) => {
-                for e in rd {
-                    match e {
-                        Ok(e) => entries.push(e.file_name()),
-                        Err(e) => self.error(dir, e),
-                    }
-                }
+        let entries = match super::meta::read_dir_names(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                self.error(dir, e);
+                Vec::new()
             }
-            Err(e) => self.error(dir, e),
-        }
+        };
         let nodes: Vec<Option<Node>> = entries
             .par_iter()
             .map(|name| self.entry(&dir.join(name), dev))

@@ -210,3 +210,52 @@ pub fn node_from_metadata(name: &OsStr, m: &std::fs::Metadata, names: &Names) ->
         subtree: None,
     }
 }
+
+/// The names in a directory, read without updating its access time where
+/// the kernel allows (`O_NOATIME` needs ownership or root), so a backup
+/// leaves atimes, and therefore the next run's trees, as they were.
+pub fn read_dir_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | flags)
+            .open(dir)
+    };
+    let f = match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0)?,
+        r => r?,
+    };
+    let fd = f.into_raw_fd();
+    // SAFETY: fdopendir takes ownership of a valid directory descriptor;
+    // on failure we close it ourselves.
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    let result = loop {
+        // SAFETY: errno is thread-local; readdir on a stream we own.
+        unsafe { *libc::__errno_location() = 0 };
+        let ent = unsafe { libc::readdir64(d) };
+        if ent.is_null() {
+            let errno = unsafe { *libc::__errno_location() };
+            break if errno == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(errno))
+            };
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    };
+    // SAFETY: closes the stream and its descriptor.
+    unsafe { libc::closedir(d) };
+    result.map(|_| names)
+}

@@ -1,0 +1,173 @@
+//! Deduplication across runs, the files cache, and crash safety.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use util::{Env, sh};
+
+fn n(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[test]
+fn appending_1mib_to_a_1gib_file_adds_only_a_few_mib() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let big = src.join("big.img");
+    sh(&format!("head -c 1G /dev/urandom > {}", big.display()));
+    std::thread::sleep(Duration::from_millis(1100));
+    let first = env.backup(&[&src]);
+    assert!(n(&first, "bytes_added") > 1 << 30, "{first}");
+    sh(&format!("head -c 1M /dev/urandom >> {}", big.display()));
+    let second = env.backup(&[&src]);
+    eprintln!("second backup added {} bytes", n(&second, "bytes_added"));
+    assert_eq!(n(&second, "bytes_read"), (1 << 30) + (1 << 20));
+    assert!(n(&second, "bytes_added") < 10 << 20, "{second}");
+    assert_eq!(n(&second, "files_changed"), 1);
+}
+
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    for d in 0..10 {
+        std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for f in 0..50 {
+            std::fs::write(
+                src.join(format!("d{d}/f{f}")),
+                format!("file {d}/{f}\n").repeat(100),
+            )
+            .unwrap();
+        }
+    }
+    // Files changed within a timestamp tick of a run may still be changing:
+    // let them settle so the first run may remember them.
+    std::thread::sleep(Duration::from_millis(1100));
+    let first = env.backup(&[&src]);
+    assert_eq!(n(&first, "files_new"), 500);
+    let second = env.backup(&[&src]);
+    assert_eq!(n(&second, "files_unchanged"), 500, "{second}");
+    assert_eq!(n(&second, "bytes_read"), 0, "{second}");
+    assert_eq!(
+        n(&second, "bytes_added"),
+        0,
+        "an unchanged tree stores nothing new: {second}"
+    );
+
+    // One file modified: only it is read.
+    std::fs::write(src.join("d3/f7"), "changed\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let third = env.backup(&[&src]);
+    assert_eq!(n(&third, "files_changed"), 1, "{third}");
+    assert_eq!(n(&third, "files_unchanged"), 499, "{third}");
+    assert_eq!(n(&third, "bytes_read"), 8);
+
+    // A lost cache costs a re-read, never correctness, and stores nothing new.
+    for e in std::fs::read_dir(env.path("cache")).unwrap() {
+        std::fs::remove_dir_all(e.unwrap().path()).unwrap();
+    }
+    let fourth = env.backup(&[&src]);
+    assert_eq!(n(&fourth, "files_new"), 500);
+    assert_eq!(n(&fourth, "bytes_added"), 0, "{fourth}");
+
+    // A damaged cache is the same.
+    for e in walk(&env.path("cache")) {
+        if e.to_string_lossy().contains("/files/") {
+            util::flip_byte(&e, 40);
+        }
+    }
+    let fifth = env.backup(&[&src]);
+    assert_eq!(n(&fifth, "files_unchanged"), 0);
+    let target = env.path("out");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    sh(&format!(
+        "diff -r {} {}",
+        src.display(),
+        util::under(&target, &src).display()
+    ));
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap().path();
+        if e.is_dir() {
+            out.extend(walk(&e));
+        } else {
+            out.push(e);
+        }
+    }
+    out
+}
+
+#[test]
+fn killed_backup_leaves_no_snapshot_and_its_packs_are_reused() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        sh(&format!("head -c 64M /dev/urandom > {}/f{i}", src.display()));
+    }
+    let mut child = env
+        .cmd()
+        .arg("-r")
+        .arg(env.repo())
+        .arg("-k")
+        .arg(&env.keys.full)
+        .args(["backup", src.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let packs = env.repo_objects("packs").len();
+        if packs >= 6 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup finished before it could be killed"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let written: u64 = env
+        .repo_objects("packs")
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(written >= 6 * (16 << 20));
+
+    assert_eq!(
+        env.snapshots().as_array().unwrap().len(),
+        0,
+        "no snapshot from a killed run"
+    );
+    let r = env.run(&["check"]).ok();
+    assert!(r.stderr().contains("not indexed yet"), "{}", r.stderr());
+
+    let resumed = env.backup(&[&src]);
+    let total = 8u64 * (64 << 20);
+    let added = n(&resumed, "bytes_added");
+    eprintln!("killed run wrote {written} bytes of packs; the next run added {added} of {total}");
+    assert!(
+        added + written - (16 << 20) <= total + (4 << 20),
+        "packs were not reused: {resumed}"
+    );
+    env.run(&["check", "--read-data"]).ok();
+    let target = env.path("out");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    sh(&format!(
+        "diff -r {} {}",
+        src.display(),
+        util::under(&target, &src).display()
+    ));
+}
