@@ -467,3 +467,78 @@ fn unreadable_files_give_exit_3_and_are_named() {
     assert_eq!(env.snapshots().as_array().unwrap().len(), 1);
     let _ = Path::new("");
 }
+
+#[test]
+fn one_file_system_stops_at_mount_points() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    let mnt = src.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=1m strongroom-test {}",
+        mnt.display()
+    ));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    std::fs::write(mnt.join("on-tmpfs"), "other filesystem").unwrap();
+
+    env.run(&["backup", "--one-file-system", src.to_str().unwrap()])
+        .ok();
+    let ls = env.run(&["ls", "latest", mnt.to_str().unwrap()]).ok().stdout();
+    assert!(
+        ls.trim().is_empty(),
+        "the mount point is kept, its contents are not: {ls}"
+    );
+    let top = env.run(&["ls", "latest", src.to_str().unwrap()]).ok().stdout();
+    assert!(top.contains("mnt"), "{top}");
+
+    env.run(&["backup", src.to_str().unwrap()]).ok();
+    let ls = env.run(&["ls", "latest", mnt.to_str().unwrap()]).ok().stdout();
+    assert!(ls.contains("on-tmpfs"), "{ls}");
+}
+
+#[test]
+fn a_repository_that_goes_back_is_reported() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    let newest = env.backup(&[&src])["snapshot_id"].as_str().unwrap().to_string();
+    let r = env.run(&["snapshots"]).ok();
+    assert!(!r.stderr().contains("rolled back"), "{}", r.stderr());
+
+    // Someone with access to the storage removes the newest snapshot.
+    std::fs::remove_file(env.repo().join("snapshots").join(&newest)).unwrap();
+    let r = env.run(&["snapshots"]).ok();
+    assert!(
+        r.stderr().contains(&newest[..8]) && r.stderr().contains("rolled back"),
+        "{}",
+        r.stderr()
+    );
+
+    // Or puts back an older config.
+    let old_config = std::fs::read(env.repo().join("config")).unwrap();
+    env.run(&["key", "export-public", "--out", "pub"]).ok();
+    let other_pub = env.path("other.pub");
+    env.run_with(
+        &env.keys.other,
+        &["key", "export-public", "--out", other_pub.to_str().unwrap()],
+    )
+    .ok();
+    env.run(&["key", "add-recipient", other_pub.to_str().unwrap()])
+        .ok();
+    env.run(&["snapshots"]).ok();
+    std::fs::write(env.repo().join("config"), old_config).unwrap();
+    let r = env.run(&["snapshots"]).ok();
+    assert!(
+        r.stderr().contains("config is at version 1, but version 2"),
+        "{}",
+        r.stderr()
+    );
+}

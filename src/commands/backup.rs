@@ -12,7 +12,7 @@ use crate::format::manifest::Catalog;
 use crate::fs::backup::{Archiver, Excludes};
 use crate::fs::filescache::FilesCache;
 use crate::keys::Key;
-use crate::repository::{snapshots, writer::Writer};
+use crate::repository::writer::Writer;
 
 use super::Ctx;
 
@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     let repo = ctx.open(&key)?;
     let cache = ctx.cache();
     let shared = key.shared();
-    let listing = snapshots::list(&repo, shared)?;
+    let listing = ctx.list_snapshots(&repo, shared, &cache)?;
     let parent = listing
         .snapshots
         .iter()

@@ -14,7 +14,7 @@ use crate::format::{Id, RunId};
 use crate::keys::Key;
 use crate::repository::index::{self, Index, Location};
 use crate::repository::reader::Reader;
-use crate::repository::{runkeys, snapshots};
+use crate::repository::runkeys;
 
 use super::Ctx;
 
@@ -43,7 +43,8 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     };
 
     say("checking snapshots");
-    let listing = snapshots::list(&repo, shared)?;
+    let cache = ctx.cache();
+    let listing = ctx.list_snapshots(&repo, shared, &cache)?;
     for (name, err) in &listing.refused {
         report.error(format!("snapshot {name} is refused: {err:#}"));
     }
@@ -99,7 +100,6 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
         ));
     }
 
-    let cache = ctx.cache();
     let full = match &key {
         Key::Full(k) => Some(k),
         Key::Writer(_) => None,

@@ -112,9 +112,9 @@ fn mode_string(n: &Node) -> String {
 pub fn run_ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     let key = ctx.load_key()?.into_full("list a snapshot's files")?;
     let repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
-    let listing = crate::repository::snapshots::list(&repo, &key.shared)?;
-    let snap = listing.find(&a.snapshot, a.host.as_deref())?;
     let cache = ctx.cache();
+    let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
+    let snap = listing.find(&a.snapshot, a.host.as_deref())?;
     let reader = Reader::open(&repo, &key, &cache)?;
     let path = a.path.unwrap_or_else(|| "/".into());
     let node = lookup(&reader, snap.catalog.tree, &path)?;
@@ -174,9 +174,9 @@ pub fn run_ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
 pub fn run_dump(ctx: &Ctx, a: DumpArgs) -> Result<()> {
     let key = ctx.load_key()?.into_full("read a file's content")?;
     let repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
-    let listing = crate::repository::snapshots::list(&repo, &key.shared)?;
-    let snap = listing.find(&a.snapshot, a.host.as_deref())?;
     let cache = ctx.cache();
+    let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
+    let snap = listing.find(&a.snapshot, a.host.as_deref())?;
     let reader = Reader::open(&repo, &key, &cache)?;
     let node = lookup(&reader, snap.catalog.tree, &a.path)?;
     if node.kind != NodeKind::File {

@@ -59,6 +59,19 @@ impl Ctx {
         Repository::open(self.backend()?, key.shared())
     }
 
+    /// Lists and verifies snapshots, and warns if the repository went back
+    /// from what this client saw before.
+    pub fn list_snapshots(
+        &self,
+        repo: &Repository,
+        shared: &crate::keys::Shared,
+        cache: &Cache,
+    ) -> Result<crate::repository::snapshots::Listing> {
+        let listing = crate::repository::snapshots::list(repo, shared)?;
+        crate::repository::rollback::check(cache, repo, Some(&listing));
+        Ok(listing)
+    }
+
     pub fn cache(&self) -> Cache {
         Cache::open(self.global.cache_dir.as_deref())
     }

@@ -20,9 +20,9 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         None => (a.snapshot.clone(), PathBuf::from("/")),
     };
     let repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
-    let listing = crate::repository::snapshots::list(&repo, &key.shared)?;
-    let snap = listing.find(&spec, a.host.as_deref())?;
     let cache = ctx.cache();
+    let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
+    let snap = listing.find(&spec, a.host.as_deref())?;
     let reader = Reader::open(&repo, &key, &cache)?;
     let node = lookup(&reader, snap.catalog.tree, &inner)?;
     let rel = inner.strip_prefix("/").unwrap_or(&inner);

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use anyhow::Result;
 
 use crate::cli::SnapshotsArgs;
-use crate::repository::snapshots::{self, Snapshot};
+use crate::repository::snapshots::Snapshot;
 use crate::repository::trust::SignedBy;
 
 use super::{Ctx, format_time};
@@ -22,7 +22,7 @@ pub fn paths_lossy(s: &Snapshot) -> Vec<String> {
 pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
     let key = ctx.load_key()?;
     let repo = ctx.open(&key)?;
-    let listing = snapshots::list(&repo, key.shared())?;
+    let listing = ctx.list_snapshots(&repo, key.shared(), &ctx.cache())?;
     let shown: Vec<&Snapshot> = listing
         .snapshots
         .iter()

@@ -5,6 +5,7 @@
 pub mod index;
 pub mod packer;
 pub mod reader;
+pub mod rollback;
 pub mod runkeys;
 pub mod snapshots;
 pub mod trust;
