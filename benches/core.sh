@@ -45,7 +45,9 @@ declare -A secs rss
 measure() {
   local name=$1; shift
   local out
-  out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1 )
+  /usr/bin/time -f '%e %M' -o "$bench/time.out" "$@" >/dev/null 2>"$bench/stderr.out" ||
+    { echo "$name failed:" >&2; cat "$bench/stderr.out" >&2; exit 1; }
+  out=$(tail -n1 "$bench/time.out")
   secs[$name]=${out% *}; rss[$name]=${out#* }
 }
 

@@ -92,7 +92,19 @@ fn decompress(plain: &[u8], raw_length: usize) -> Result<Vec<u8>> {
     match plain.split_first() {
         Some((0, rest)) => Ok(rest.to_vec()),
         Some((1, rest)) => {
-            let out = zstd::bulk::decompress(rest, raw_length).context("decompressing failed")?;
+            thread_local! {
+                static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            let out = DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    d.as_mut().expect("set above").decompress(rest, raw_length)
+                })
+                .context("decompressing failed")?;
             if out.len() != raw_length {
                 bail!("decompressed to {} bytes, expected {raw_length}", out.len());
             }

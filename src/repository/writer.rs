@@ -107,8 +107,8 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         let mut plain = Vec::with_capacity(data.len() + 1);
-        match zstd::bulk::compress(data, ZSTD_LEVEL) {
-            Ok(c) if c.len() + 64 < data.len() => {
+        match compress(data) {
+            Some(c) if c.len() + 64 < data.len() => {
                 plain.push(ZSTD);
                 plain.extend_from_slice(&c);
             }
@@ -201,6 +201,23 @@ impl<'a> Writer<'a> {
         let id = snapshots::write(self.repo, shared, &self.signer, self.run.run, &catalog)?;
         Ok((id, catalog))
     }
+}
+
+thread_local! {
+    /// One zstd context per thread: making one per blob costs more than
+    /// compressing a small file.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(data: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        c.as_mut()?.compress(data).ok()
+    })
 }
 
 /// Indexes packs that exist but no index file names (left by an interrupted
