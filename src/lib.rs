@@ -13,6 +13,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod keys;
+pub mod progress;
 pub mod repository;
 
 use std::sync::atomic::{AtomicI8, Ordering};

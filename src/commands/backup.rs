@@ -79,15 +79,22 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     let writer = Writer::begin(&repo, &key)?;
     let chunker = Chunker::new(&repo.config.chunker, shared.chunker_seed);
     let archiver = Archiver::new(&writer, chunker, excludes, a.one_file_system, old_cache);
-    let tree = if a.stdin {
-        let name = a.stdin_filename.as_deref().unwrap_or("stdin");
-        if name.is_empty() || name.contains('/') {
-            return Err(Exit::usage("--stdin-filename must be a plain file name"));
-        }
-        archiver.archive_stdin(name)?
-    } else {
-        archiver.archive_paths(&paths)?
-    };
+    let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
+    let tree = crate::progress::run(
+        show,
+        || archiver.progress_line(),
+        || {
+            if a.stdin {
+                let name = a.stdin_filename.as_deref().unwrap_or("stdin");
+                if name.is_empty() || name.contains('/') {
+                    return Err(Exit::usage("--stdin-filename must be a plain file name"));
+                }
+                archiver.archive_stdin(name)
+            } else {
+                archiver.archive_paths(&paths)
+            }
+        },
+    )?;
     let (summary, errors, new_cache) = archiver.into_parts();
     let catalog = Catalog {
         time,
@@ -128,8 +135,8 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
             s.files_new,
             s.files_changed,
             s.files_unchanged,
-            human_bytes(s.bytes_read),
-            human_bytes(s.bytes_added),
+            crate::progress::bytes(s.bytes_read),
+            crate::progress::bytes(s.bytes_added),
         );
     }
     if !errors.is_empty() {
@@ -140,19 +147,4 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

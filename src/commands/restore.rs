@@ -41,7 +41,15 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     }
     ensure_not_inside(&dest, &a.target)?;
     let restorer = Restorer::new(&reader);
-    restorer.restore(&node, &dest)?;
+    let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
+    let line = || {
+        format!(
+            "{} files, {} written",
+            restorer.files.load(std::sync::atomic::Ordering::Relaxed),
+            crate::progress::bytes(restorer.bytes.load(std::sync::atomic::Ordering::Relaxed))
+        )
+    };
+    crate::progress::run(show, line, || restorer.restore(&node, &dest))?;
     let errors = restorer.errors();
     if !ctx.global.quiet && !ctx.global.json {
         eprintln!(
@@ -49,7 +57,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
             snap.id.short(),
             a.target.display(),
             restorer.files.load(std::sync::atomic::Ordering::Relaxed),
-            super::backup::human_bytes(restorer.bytes.load(std::sync::atomic::Ordering::Relaxed))
+            crate::progress::bytes(restorer.bytes.load(std::sync::atomic::Ordering::Relaxed))
         );
     }
     if !errors.is_empty() {

@@ -120,6 +120,19 @@ impl<'a> Archiver<'a> {
         }
     }
 
+    /// A one-line account of the work so far, for the progress display.
+    pub fn progress_line(&self) -> String {
+        let files = self.files_new.load(Ordering::Relaxed)
+            + self.files_changed.load(Ordering::Relaxed)
+            + self.files_unchanged.load(Ordering::Relaxed);
+        format!(
+            "{files} files, {} dirs, {} read, {} added",
+            self.dirs.load(Ordering::Relaxed),
+            crate::progress::bytes(self.bytes_read.load(Ordering::Relaxed)),
+            crate::progress::bytes(self.writer.bytes_added.load(Ordering::Relaxed)),
+        )
+    }
+
     pub fn into_parts(self) -> (Summary, Vec<String>, FilesCache) {
         let summary = Summary {
             files_new: self.files_new.into_inner(),
