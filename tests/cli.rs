@@ -46,14 +46,7 @@ fn backup_snapshots_ls_dump_restore_round_trip() {
         .ok();
     assert_eq!(dumped.out.stdout, b"hello, strongroom\n");
 
-    let target = env.path("out");
-    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
-        .ok();
-    sh(&format!(
-        "diff -r --no-dereference {} {}",
-        src.display(),
-        under(&target, &src).display()
-    ));
+    env.restore_matches("latest", &src);
 
     // SNAPSHOT:PATH restores just that subtree, at its full path.
     let t2 = env.path("out2");
@@ -188,13 +181,7 @@ fn writer_key_backs_up_but_cannot_read() {
     env.writer(&["backup", "--host", "elsewhere", src.to_str().unwrap()])
         .fails(2);
     // The full key reads what the writer wrote.
-    env.run(&["restore", id, "--target", target.to_str().unwrap()])
-        .ok();
-    sh(&format!(
-        "diff -r {} {}",
-        src.display(),
-        under(&target, &src).display()
-    ));
+    env.restore_matches(id, &src);
     env.writer(&["check"]).ok();
     env.run(&["check", "--read-data"]).ok();
 }

@@ -82,14 +82,7 @@ fn unchanged_files_are_not_read_again() {
     }
     let fifth = env.backup(&[&src]);
     assert_eq!(n(&fifth, "files_unchanged"), 0);
-    let target = env.path("out");
-    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
-        .ok();
-    sh(&format!(
-        "diff -r {} {}",
-        src.display(),
-        util::under(&target, &src).display()
-    ));
+    env.restore_matches("latest", &src);
 }
 
 fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -162,12 +155,5 @@ fn killed_backup_leaves_no_snapshot_and_its_packs_are_reused() {
         "packs were not reused: {resumed}"
     );
     env.run(&["check", "--read-data"]).ok();
-    let target = env.path("out");
-    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
-        .ok();
-    sh(&format!(
-        "diff -r {} {}",
-        src.display(),
-        util::under(&target, &src).display()
-    ));
+    env.restore_matches("latest", &src);
 }

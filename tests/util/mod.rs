@@ -178,6 +178,24 @@ impl Env {
         self.run(&a).ok().json()
     }
 
+    /// Restores `spec` into a new directory and checks with `diff -r` that
+    /// `src` came back as it is now; returns the restore target.
+    pub fn restore_matches(&self, spec: &str, src: &Path) -> PathBuf {
+        let target = tempfile::Builder::new()
+            .prefix("out-")
+            .tempdir_in(self.dir.path())
+            .unwrap()
+            .keep();
+        self.run(&["restore", spec, "--target", target.to_str().unwrap()])
+            .ok();
+        sh(&format!(
+            "diff -r --no-dereference {} {}",
+            src.display(),
+            under(&target, src).display()
+        ));
+        target
+    }
+
     pub fn snapshots(&self) -> serde_json::Value {
         self.run(&["--json", "snapshots"]).ok().json()
     }
