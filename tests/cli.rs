@@ -46,7 +46,11 @@ fn backup_snapshots_ls_dump_restore_round_trip() {
         .ok();
     assert_eq!(dumped.out.stdout, b"hello, strongroom\n");
 
-    env.restore_matches("latest", &src);
+    let target = env.restore_matches("latest", &src);
+    // The target directory keeps its own metadata (the snapshot root is synthetic).
+    let m = std::fs::metadata(&target).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+    assert!(m.modified().unwrap() > std::time::SystemTime::now() - std::time::Duration::from_secs(600));
 
     // SNAPSHOT:PATH restores just that subtree, at its full path.
     let t2 = env.path("out2");

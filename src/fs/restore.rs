@@ -120,7 +120,10 @@ impl<'a> Restorer<'a> {
             self.error(dest, &anyhow!(e).context("creating the directory"));
             return Ok(());
         }
-        plan.dirs.push((dest.to_path_buf(), node.clone()));
+        // The snapshot's root is synthetic: the target keeps its own metadata.
+        if !node.name.is_empty() {
+            plan.dirs.push((dest.to_path_buf(), node.clone()));
+        }
         let Some(tree_id) = node.subtree else {
             return Ok(());
         };
