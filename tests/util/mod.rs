@@ -186,6 +186,7 @@ impl Env {
             .tempdir_in(self.dir.path())
             .unwrap()
             .keep();
+        sh(&format!("chmod 750 {}", target.display()));
         self.run(&["restore", spec, "--target", target.to_str().unwrap()])
             .ok();
         sh(&format!(
