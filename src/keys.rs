@@ -182,7 +182,8 @@ pub fn save(key: &Key, path: &Path, passphrase: Option<&[u8]>) -> Result<()> {
 
 /// Reads a key file's outer layer (no passphrase needed).
 pub fn read_on_disk(path: &Path) -> Result<KeyFileOnDisk> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let bytes =
+        Zeroizing::new(std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?);
     let file: KeyFileOnDisk = postcard::from_bytes(&bytes)
         .ok()
         .filter(|f: &KeyFileOnDisk| f.magic == MAGIC)
@@ -199,9 +200,9 @@ pub fn read_on_disk(path: &Path) -> Result<KeyFileOnDisk> {
 
 /// Opens a key file, asking for its passphrase if it has one.
 pub fn load(path: &Path, passphrases: &PassphraseSource) -> Result<Key> {
-    let file = read_on_disk(path)?;
+    let mut file = read_on_disk(path)?;
     let plain = match &file.kdf {
-        None => Zeroizing::new(file.secret.clone()),
+        None => Zeroizing::new(std::mem::take(&mut file.secret)),
         Some(kdf) => {
             let p = passphrases.get(&format!("Passphrase for {}: ", path.display()))?;
             let k = kdf.derive(&p)?;
