@@ -533,3 +533,40 @@ fn a_repository_that_goes_back_is_reported() {
         r.stderr()
     );
 }
+
+#[test]
+fn passphrase_prompt_on_a_terminal() {
+    // `script` gives strongroom a real pseudo-terminal; the passphrase is
+    // typed on it (twice for a new key), and is not echoed.
+    let env = Env::new();
+    let typed = |cmd: &str, input: &str| {
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", cmd, "/dev/null"])
+            .current_dir(env.dir.path())
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for line in input.lines() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            writeln!(stdin, "{line}").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let bin = util::BIN;
+    let (code, out) = typed(&format!("{bin} keygen --bits 3072 --out tty.key"), "s3cret typed\ns3cret typed\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("New passphrase:") && out.contains("Repeat"), "{out}");
+    assert!(!out.contains("s3cret"), "the passphrase is not echoed: {out}");
+    let (code, out) = typed(&format!("{bin} -r repo -k tty.key init"), "wrong\n");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("wrong passphrase"), "{out}");
+    let (code, out) = typed(&format!("{bin} -r repo -k tty.key init"), "s3cret typed\n");
+    assert_eq!(code, Some(0), "{out}");
+}
