@@ -557,10 +557,16 @@ fn passphrase_prompt_on_a_terminal() {
             writeln!(stdin, "{line}").unwrap();
         }
         let out = child.wait_with_output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let bin = util::BIN;
-    let (code, out) = typed(&format!("{bin} keygen --bits 3072 --out tty.key"), "s3cret typed\ns3cret typed\n");
+    let (code, out) = typed(
+        &format!("{bin} keygen --bits 3072 --out tty.key"),
+        "s3cret typed\ns3cret typed\n",
+    );
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("New passphrase:") && out.contains("Repeat"), "{out}");
     assert!(!out.contains("s3cret"), "the passphrase is not echoed: {out}");
