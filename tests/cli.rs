@@ -408,6 +408,12 @@ fn backup_options_tags_host_time_excludes_stdin() {
         .fails(2);
     env.run(&["backup", env.path("does-not-exist").to_str().unwrap()])
         .fails(2);
+
+    // `.` and `..` resolve to the real directories.
+    env.run(&["backup", &format!("{}/../src/.", src.display())]).ok();
+    let snaps = env.snapshots();
+    let newest = snaps.as_array().unwrap().last().unwrap();
+    assert_eq!(newest["paths"][0], src.to_str().unwrap());
 }
 
 #[test]

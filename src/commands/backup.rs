@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
             .map(|p| {
                 std::fs::symlink_metadata(p)
                     .map_err(|e| Exit::usage(format!("cannot back up {}: {e}", p.display())))?;
-                Ok(std::path::absolute(p)?)
+                resolve(p)
             })
             .collect::<Result<_>>()?
     };
@@ -147,4 +147,24 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The absolute form of a path to back up, with `.` and `..` resolved
+/// through the real directories, but the last component itself not
+/// followed (a symlink is backed up as a symlink).
+fn resolve(p: &std::path::Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p)?;
+    let name = match abs.file_name() {
+        Some(n)
+            if abs
+                .components()
+                .next_back()
+                .is_some_and(|c| matches!(c, std::path::Component::Normal(_))) =>
+        {
+            n.to_os_string()
+        }
+        _ => return Ok(std::fs::canonicalize(&abs)?),
+    };
+    let parent = abs.parent().unwrap_or(std::path::Path::new("/"));
+    Ok(std::fs::canonicalize(parent)?.join(name))
 }
