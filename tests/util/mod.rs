@@ -271,3 +271,14 @@ pub fn flip_byte(path: &Path, offset: u64) {
     b[0] ^= 0x5a;
     f.write_all_at(&b, offset).unwrap();
 }
+
+/// A small source tree: text, a deep directory, 3 MiB of random bytes, a symlink.
+pub fn sample(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("docs/deep")).unwrap();
+    std::fs::write(src.join("hello.txt"), "hello, strongroom\n").unwrap();
+    std::fs::write(src.join("docs/deep/notes.md"), "# notes\n".repeat(1000)).unwrap();
+    random_file(&src.join("docs/blob.bin"), 3 << 20, 7);
+    std::os::unix::fs::symlink("hello.txt", src.join("link")).unwrap();
+    src
+}
