@@ -158,6 +158,14 @@ impl<'a> Keyring<'a> {
             .map_err(|e| anyhow!("listing the key envelopes failed: {e}"))
     }
 
+    /// Unwraps, in parallel, the keys of every run not yet in memory.
+    /// Failures are left for the reads that need those runs to report.
+    pub fn preload(&self, runs: &[RunId]) {
+        runs.par_iter().for_each(|r| {
+            let _ = self.get(r);
+        });
+    }
+
     pub fn get(&self, run: &RunId) -> Result<Arc<RunKeys>> {
         if let Some(k) = self.keys.lock().unwrap_or_else(|e| e.into_inner()).get(run) {
             return Ok(k.clone());
