@@ -51,7 +51,7 @@ impl Cache {
         self.dir.as_deref()
     }
 
-    fn path(&self, repo: &Id, name: &str) -> Option<PathBuf> {
+    pub fn path(&self, repo: &Id, name: &str) -> Option<PathBuf> {
         Some(self.dir.as_ref()?.join(repo.to_hex()).join(name))
     }
 
@@ -71,6 +71,19 @@ impl Cache {
         };
         if tmp.write_all(data).is_ok() {
             let _ = tmp.persist(&path);
+        }
+    }
+
+    /// Removes the entries of a cache subdirectory other than `keep`.
+    pub fn remove_others(&self, repo: &Id, subdir: &str, keep: &str) {
+        let Some(dir) = self.path(repo, subdir) else {
+            return;
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else { return };
+        for e in rd.flatten() {
+            if e.file_name().to_str() != Some(keep) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 }

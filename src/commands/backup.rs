@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         &host,
         &path_bytes,
     );
-    let writer = Writer::begin(&repo, &key)?;
+    let writer = Writer::begin(&repo, &key, &cache)?;
     let chunker = Chunker::new(&repo.config.chunker, shared.chunker_seed);
     let archiver = Archiver::new(&writer, chunker, excludes, a.one_file_system, old_cache);
     let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);

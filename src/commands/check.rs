@@ -69,7 +69,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     }
 
     say("checking the index and packs");
-    let index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id())?;
+    let index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id(), &cache)?;
     let listed: HashMap<Id, u64> = repo
         .backend
         .list(Kind::Packs)?
@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
         .collect();
     let mut by_pack: HashMap<Id, Vec<Location>> = HashMap::new();
     for loc in index.blobs() {
-        by_pack.entry(loc.pack).or_default().push(*loc);
+        by_pack.entry(loc.pack).or_default().push(loc);
         if !runs.contains(&loc.entry.run) {
             report.error(format!(
                 "blob {} of pack {} names run {}, which has no valid key envelope",

@@ -10,11 +10,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 
 use crate::backend::{Backend, Kind};
+use crate::cache::Cache;
 use crate::crypto::aead;
 use crate::crypto::subkeys::Subkeys;
 use crate::format::index::{self, BlobEntry, IndexFile, PackEntries};
 use crate::format::pack::{self, PackHeader, TRAILER_LEN};
 use crate::format::{FORMAT_VERSION, Id, aad, decode, encode};
+
+use super::sorted_index::SortedIndex;
 
 /// Where a blob lives.
 #[derive(Clone, Copy, Debug)]
@@ -23,48 +26,91 @@ pub struct Location {
     pub entry: BlobEntry,
 }
 
+/// The blob index: a sorted table mapped from the cache directory when
+/// there is one, plus what was added since (or everything, in memory, when
+/// no cache directory is writable).
 #[derive(Default)]
 pub struct Index {
-    blobs: HashMap<Id, Location>,
+    table: Option<SortedIndex>,
+    added: HashMap<Id, Location>,
     packs: HashSet<Id>,
 }
 
+const TABLES: &str = "index-table";
+
 impl Index {
-    /// Reads and opens every index file, in parallel.
-    pub fn load(backend: &dyn Backend, subkeys: &Subkeys, repo_id: &Id) -> Result<Index> {
-        let names = backend.list(Kind::Index).context("listing the index")?;
+    /// Opens the index: the cached table named after the current index
+    /// files if it exists, else every index file (read in parallel), from
+    /// which the table is built for next time.
+    pub fn load(backend: &dyn Backend, subkeys: &Subkeys, repo_id: &Id, cache: &Cache) -> Result<Index> {
+        let mut names: Vec<String> = backend
+            .list(Kind::Index)
+            .context("listing the index")?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        names.sort();
+        let table_name = Id::of_bytes(names.join("\n").as_bytes()).to_hex();
+        let table_path = cache.path(repo_id, &format!("{TABLES}/{table_name}"));
+        if let Some(t) = table_path.as_deref().and_then(|p| SortedIndex::open(p).ok()) {
+            return Ok(Index::from_table(t));
+        }
         let files: Vec<IndexFile> = names
             .par_iter()
-            .map(|l| read_index_file(backend, subkeys, repo_id, &l.name))
+            .map(|n| read_index_file(backend, subkeys, repo_id, n))
             .collect::<Result<_>>()?;
-        let mut index = Index::default();
-        for f in files {
-            for p in f.packs {
-                index.insert_pack(&p);
+        let packs: Vec<PackEntries> = files.into_iter().flat_map(|f| f.packs).collect();
+        if let Some(path) = &table_path {
+            cache.put(
+                repo_id,
+                &format!("{TABLES}/{table_name}"),
+                &SortedIndex::build(&packs),
+            );
+            if let Ok(t) = SortedIndex::open(path) {
+                cache.remove_others(repo_id, TABLES, &table_name);
+                return Ok(Index::from_table(t));
             }
         }
+        let mut index = Index::default();
+        for p in &packs {
+            index.insert_pack(p);
+        }
         Ok(index)
+    }
+
+    fn from_table(t: SortedIndex) -> Index {
+        let packs = t.packs().collect();
+        Index {
+            table: Some(t),
+            added: HashMap::new(),
+            packs,
+        }
     }
 
     pub fn insert_pack(&mut self, p: &PackEntries) {
         self.packs.insert(p.pack);
         for e in &p.blobs {
-            self.blobs.insert(
-                e.id,
-                Location {
-                    pack: p.pack,
-                    entry: *e,
-                },
-            );
+            if !self.contains(&e.id) {
+                self.added.insert(
+                    e.id,
+                    Location {
+                        pack: p.pack,
+                        entry: *e,
+                    },
+                );
+            }
         }
     }
 
-    pub fn get(&self, id: &Id) -> Option<&Location> {
-        self.blobs.get(id)
+    pub fn get(&self, id: &Id) -> Option<Location> {
+        if let Some(l) = self.added.get(id) {
+            return Some(*l);
+        }
+        self.table.as_ref()?.get(id)
     }
 
     pub fn contains(&self, id: &Id) -> bool {
-        self.blobs.contains_key(id)
+        self.get(id).is_some()
     }
 
     pub fn has_pack(&self, id: &Id) -> bool {
@@ -75,16 +121,19 @@ impl Index {
         self.packs.iter()
     }
 
-    pub fn blobs(&self) -> impl Iterator<Item = &Location> {
-        self.blobs.values()
+    pub fn blobs(&self) -> impl Iterator<Item = Location> + '_ {
+        self.table
+            .iter()
+            .flat_map(|t| t.iter())
+            .chain(self.added.values().copied())
     }
 
     pub fn len(&self) -> usize {
-        self.blobs.len()
+        self.table.as_ref().map_or(0, |t| t.len()) + self.added.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+        self.len() == 0
     }
 }
 

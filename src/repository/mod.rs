@@ -8,6 +8,7 @@ pub mod reader;
 pub mod rollback;
 pub mod runkeys;
 pub mod snapshots;
+pub mod sorted_index;
 pub mod trust;
 pub mod writer;
 

@@ -23,7 +23,7 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn open(repo: &'a Repository, key: &'a FullKey, cache: &'a Cache) -> Result<Reader<'a>> {
-        let index = Index::load(repo.backend.as_ref(), &key.shared.subkeys, &repo.id())?;
+        let index = Index::load(repo.backend.as_ref(), &key.shared.subkeys, &repo.id(), cache)?;
         let keyring = Keyring::new(repo, key, cache)?;
         // Every run's keys, unwrapped once and in parallel (later from the
         // cache directory), so reads never wait on RSA.
@@ -37,7 +37,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub fn locate(&self, id: &Id) -> Result<&Location> {
+    pub fn locate(&self, id: &Id) -> Result<Location> {
         self.index.get(id).ok_or_else(|| {
             anyhow!("blob {id} is not in the index (a pack is missing, or the index is incomplete)")
         })
@@ -45,7 +45,7 @@ impl<'a> Reader<'a> {
 
     /// Reads, opens and decompresses a blob; with `verify`, recomputes its id.
     pub fn read_blob(&self, id: &Id, verify: bool) -> Result<Vec<u8>> {
-        let loc = *self.locate(id)?;
+        let loc = self.locate(id)?;
         let sealed = self
             .repo
             .backend

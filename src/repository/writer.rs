@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use crate::backend::Kind;
+use crate::cache::Cache;
 use crate::crypto::subkeys::hmac;
 use crate::format::index::{BlobEntry, PackEntries};
 use crate::format::manifest::Catalog;
@@ -56,9 +57,9 @@ pub struct Writer<'a> {
 impl<'a> Writer<'a> {
     /// Loads the index, indexes packs an interrupted run left behind, and
     /// writes this run's key envelope.
-    pub fn begin(repo: &'a Repository, key: &'a Key) -> Result<Writer<'a>> {
+    pub fn begin(repo: &'a Repository, key: &'a Key, cache: &Cache) -> Result<Writer<'a>> {
         let shared = key.shared();
-        let mut index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id())?;
+        let mut index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id(), cache)?;
         let recovered = recover_unindexed(repo, key, &mut index)?;
         if !recovered.is_empty() {
             index::write_index_file(repo.backend.as_ref(), &shared.subkeys, &repo.id(), recovered)?;

@@ -1,0 +1,240 @@
+//! The index as a sorted, memory-mapped table in the cache directory, so a
+//! large repository's index need not fit in memory and opening it needs no
+//! decryption once the table exists.
+//!
+//! The file is named by the SHA-256 of the sorted index file names it was
+//! built from: any new index file makes a new table. Layout (little-endian):
+//! `MAGIC`, pack count, run count, blob count (u64 each), the pack ids
+//! (32 bytes each), the run ids (16 bytes each), then one 56-byte record per
+//! blob, sorted by blob id: id(32) pack#(4) run#(4) offset(4) length(4)
+//! raw_length(4) kind(1) pad(3); last, the SHA-256 of all that. A damaged
+//! table fails that check and is rebuilt: damage costs work, never a read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use memmap2::Mmap;
+
+use crate::format::index::{BlobEntry, PackEntries};
+use crate::format::{BlobKind, Id, RunId};
+
+use super::index::Location;
+
+const MAGIC: &[u8; 8] = b"SRIDX001";
+const HEADER: usize = 32;
+const RECORD: usize = 56;
+
+pub struct SortedIndex {
+    map: Mmap,
+    packs: usize,
+    runs: usize,
+    blobs: usize,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+impl SortedIndex {
+    /// Serialises entries into the table format; duplicate blob ids keep
+    /// their first location.
+    pub fn build(files: &[PackEntries]) -> Vec<u8> {
+        let mut pack_no: HashMap<Id, u32> = HashMap::new();
+        let mut run_no: HashMap<RunId, u32> = HashMap::new();
+        let mut packs = Vec::new();
+        let mut runs = Vec::new();
+        let mut records: Vec<(Id, u32, u32, BlobEntry)> = Vec::new();
+        for p in files {
+            let pn = *pack_no.entry(p.pack).or_insert_with(|| {
+                packs.push(p.pack);
+                (packs.len() - 1) as u32
+            });
+            for e in &p.blobs {
+                let rn = *run_no.entry(e.run).or_insert_with(|| {
+                    runs.push(e.run);
+                    (runs.len() - 1) as u32
+                });
+                records.push((e.id, pn, rn, *e));
+            }
+        }
+        records.sort_by_key(|r| r.0);
+        records.dedup_by(|a, b| a.0 == b.0);
+        let mut out =
+            Vec::with_capacity(HEADER + packs.len() * 32 + runs.len() * 16 + records.len() * RECORD);
+        out.extend_from_slice(MAGIC);
+        for n in [packs.len(), runs.len(), records.len()] {
+            out.extend_from_slice(&(n as u64).to_le_bytes());
+        }
+        for p in &packs {
+            out.extend_from_slice(&p.0);
+        }
+        for r in &runs {
+            out.extend_from_slice(&r.0);
+        }
+        for (id, pn, rn, e) in &records {
+            out.extend_from_slice(&id.0);
+            for v in [*pn, *rn, e.offset, e.length, e.raw_length] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&[e.kind.tag(), 0, 0, 0]);
+        }
+        let sum = crate::crypto::sha256(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Maps a table and checks that its header and size agree.
+    pub fn open(path: &Path) -> Result<SortedIndex> {
+        let f = File::open(path)?;
+        // SAFETY: the cache file is written once (atomically, by rename) and
+        // never modified in place; a concurrent replacement leaves this
+        // mapping on the old inode.
+        let map = unsafe { Mmap::map(&f)? };
+        if map.len() < HEADER + 32 || &map[..8] != MAGIC {
+            bail!("not an index table");
+        }
+        let body = map.len() - 32;
+        if crate::crypto::sha256(&map[..body])[..] != map[body..] {
+            bail!("the index table is damaged");
+        }
+        let (packs, runs, blobs) = (u64_at(&map, 8), u64_at(&map, 16), u64_at(&map, 24));
+        let want = (HEADER as u128) + packs as u128 * 32 + runs as u128 * 16 + blobs as u128 * RECORD as u128;
+        if want != body as u128 {
+            bail!("the index table's size does not match its header");
+        }
+        Ok(SortedIndex {
+            map,
+            packs: packs as usize,
+            runs: runs as usize,
+            blobs: blobs as usize,
+        })
+    }
+
+    fn records_at(&self) -> usize {
+        HEADER + self.packs * 32 + self.runs * 16
+    }
+
+    fn pack(&self, n: usize) -> Option<Id> {
+        (n < self.packs).then(|| {
+            Id(self.map[HEADER + n * 32..HEADER + n * 32 + 32]
+                .try_into()
+                .expect("32"))
+        })
+    }
+
+    fn run(&self, n: usize) -> Option<RunId> {
+        let at = HEADER + self.packs * 32 + n * 16;
+        (n < self.runs).then(|| RunId(self.map[at..at + 16].try_into().expect("16")))
+    }
+
+    fn id_at(&self, i: usize) -> &[u8] {
+        let at = self.records_at() + i * RECORD;
+        &self.map[at..at + 32]
+    }
+
+    fn location(&self, i: usize) -> Option<Location> {
+        let at = self.records_at() + i * RECORD;
+        let r = &self.map[at..at + RECORD];
+        let kind = match r[52] {
+            0 => BlobKind::Data,
+            1 => BlobKind::Tree,
+            _ => return None,
+        };
+        Some(Location {
+            pack: self.pack(u32_at(r, 32) as usize)?,
+            entry: BlobEntry {
+                id: Id(r[..32].try_into().expect("32")),
+                kind,
+                run: self.run(u32_at(r, 36) as usize)?,
+                offset: u32_at(r, 40),
+                length: u32_at(r, 44),
+                raw_length: u32_at(r, 48),
+            },
+        })
+    }
+
+    pub fn get(&self, id: &Id) -> Option<Location> {
+        let (mut lo, mut hi) = (0, self.blobs);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.id_at(mid).cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return self.location(mid),
+            }
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs == 0
+    }
+
+    pub fn packs(&self) -> impl Iterator<Item = Id> + '_ {
+        (0..self.packs).filter_map(|n| self.pack(n))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
+        (0..self.blobs).filter_map(|i| self.location(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_round_trip_and_lookup() {
+        let entry = |i: u8, run: u8| BlobEntry {
+            id: Id([i; 32]),
+            kind: if i.is_multiple_of(2) {
+                BlobKind::Data
+            } else {
+                BlobKind::Tree
+            },
+            run: RunId([run; 16]),
+            offset: i as u32 * 10,
+            length: 7,
+            raw_length: 9,
+        };
+        let files = vec![
+            PackEntries {
+                pack: Id([200; 32]),
+                blobs: vec![entry(5, 1), entry(3, 1)],
+            },
+            PackEntries {
+                pack: Id([201; 32]),
+                blobs: vec![entry(9, 2), entry(3, 2)],
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, SortedIndex::build(&files)).unwrap();
+        let t = SortedIndex::open(&p).unwrap();
+        assert_eq!(t.len(), 3);
+        let l = t.get(&Id([9; 32])).unwrap();
+        assert_eq!((l.pack, l.entry), (Id([201; 32]), entry(9, 2)));
+        assert_eq!(t.get(&Id([3; 32])).unwrap().pack, Id([200; 32]));
+        assert!(t.get(&Id([4; 32])).is_none());
+        assert_eq!(t.packs().count(), 2);
+        assert_eq!(t.iter().count(), 3);
+        // A truncated or altered table is refused, not misread.
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(SortedIndex::open(&p).is_err());
+        let mut altered = bytes.clone();
+        altered[HEADER + 2 * 32 + 2 * 16 + 40] ^= 1;
+        std::fs::write(&p, &altered).unwrap();
+        assert!(SortedIndex::open(&p).is_err());
+    }
+}
