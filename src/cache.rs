@@ -74,14 +74,17 @@ impl Cache {
         }
     }
 
-    /// Removes the entries of a cache subdirectory other than `keep`.
+    /// Removes the entries of a cache subdirectory not named `keep` or
+    /// `keep.<extension>`.
     pub fn remove_others(&self, repo: &Id, subdir: &str, keep: &str) {
         let Some(dir) = self.path(repo, subdir) else {
             return;
         };
         let Ok(rd) = std::fs::read_dir(&dir) else { return };
         for e in rd.flatten() {
-            if e.file_name().to_str() != Some(keep) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name != keep && !name.starts_with(&format!("{keep}.")) {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -37,6 +37,39 @@ pub struct Index {
 }
 
 const TABLES: &str = "index-table";
+/// Index files read beside a cached table before it is rebuilt whole.
+const MAX_FILES_OUTSIDE_TABLE: usize = 32;
+
+fn table_name(sorted_names: &[String]) -> String {
+    Id::of_bytes(sorted_names.join("\n").as_bytes()).to_hex()
+}
+
+/// A cached table whose index files all still exist, with their names.
+fn find_table(cache: &Cache, repo_id: &Id, current: &[String]) -> Option<(SortedIndex, HashSet<String>)> {
+    let dir = cache.path(repo_id, TABLES)?;
+    for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        let name = e.file_name().into_string().ok()?;
+        if name.ends_with(".names") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.names"))) else {
+            continue;
+        };
+        let mut covered: Vec<String> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        covered.sort();
+        if table_name(&covered) != name || !covered.iter().all(|c| current.binary_search(c).is_ok()) {
+            continue;
+        }
+        if let Ok(t) = SortedIndex::open(&e.path()) {
+            return Some((t, covered.into_iter().collect()));
+        }
+    }
+    None
+}
 
 impl Index {
     /// Opens the index: the cached table named after the current index
@@ -50,23 +83,39 @@ impl Index {
             .map(|l| l.name)
             .collect();
         names.sort();
-        let table_name = Id::of_bytes(names.join("\n").as_bytes()).to_hex();
-        let table_path = cache.path(repo_id, &format!("{TABLES}/{table_name}"));
-        if let Some(t) = table_path.as_deref().and_then(|p| SortedIndex::open(p).ok()) {
-            return Ok(Index::from_table(t));
+        let read = |which: &[&String]| -> Result<Vec<PackEntries>> {
+            let files: Vec<IndexFile> = which
+                .par_iter()
+                .map(|n| read_index_file(backend, subkeys, repo_id, n))
+                .collect::<Result<_>>()?;
+            Ok(files.into_iter().flat_map(|f| f.packs).collect())
+        };
+        // A table built from some of today's index files, plus the few
+        // written since: a backup does not re-read the whole index.
+        if let Some((table, covered)) = find_table(cache, repo_id, &names) {
+            let missing: Vec<&String> = names.iter().filter(|n| !covered.contains(*n)).collect();
+            if missing.len() <= MAX_FILES_OUTSIDE_TABLE {
+                let mut index = Index::from_table(table);
+                for p in read(&missing)? {
+                    index.insert_pack(&p);
+                }
+                return Ok(index);
+            }
         }
-        let files: Vec<IndexFile> = names
-            .par_iter()
-            .map(|n| read_index_file(backend, subkeys, repo_id, n))
-            .collect::<Result<_>>()?;
-        let packs: Vec<PackEntries> = files.into_iter().flat_map(|f| f.packs).collect();
-        if let Some(path) = &table_path {
+        let packs = read(&names.iter().collect::<Vec<_>>())?;
+        let table_name = table_name(&names);
+        if let Some(path) = cache.path(repo_id, &format!("{TABLES}/{table_name}")) {
+            cache.put(
+                repo_id,
+                &format!("{TABLES}/{table_name}.names"),
+                names.join("\n").as_bytes(),
+            );
             cache.put(
                 repo_id,
                 &format!("{TABLES}/{table_name}"),
                 &SortedIndex::build(&packs),
             );
-            if let Ok(t) = SortedIndex::open(path) {
+            if let Ok(t) = SortedIndex::open(&path) {
                 cache.remove_others(repo_id, TABLES, &table_name);
                 return Ok(Index::from_table(t));
             }
