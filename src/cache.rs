@@ -43,14 +43,6 @@ impl Cache {
         Cache { dir: Some(dir) }
     }
 
-    pub fn none() -> Cache {
-        Cache { dir: None }
-    }
-
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
     pub fn path(&self, repo: &Id, name: &str) -> Option<PathBuf> {
         Some(self.dir.as_ref()?.join(repo.to_hex()).join(name))
     }

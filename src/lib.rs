@@ -34,10 +34,3 @@ pub fn warn(msg: &str) {
         eprintln!("warning: {msg}");
     }
 }
-
-/// Progress detail on stderr with `-v`.
-pub fn info(msg: &str) {
-    if verbosity() > 0 {
-        eprintln!("{msg}");
-    }
-}

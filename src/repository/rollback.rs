@@ -64,15 +64,3 @@ pub fn check(cache: &Cache, repo: &Repository, listing: Option<&Listing>) {
     }
     cache.put(&repo.id(), NAME, &encode(&seen));
 }
-
-/// Forgets a removed snapshot, so its deliberate removal is not reported.
-pub fn forget(cache: &Cache, repo: &Repository, removed: &[Id]) {
-    let Some(mut seen) = cache
-        .get(&repo.id(), NAME)
-        .and_then(|b| decode::<Seen>(&b, "the rollback record").ok())
-    else {
-        return;
-    };
-    seen.newest.retain(|_, (_, id)| !removed.contains(id));
-    cache.put(&repo.id(), NAME, &encode(&seen));
-}
