@@ -66,23 +66,42 @@ fn unchanged_files_are_not_read_again() {
     assert_eq!(n(&third, "files_unchanged"), 499, "{third}");
     assert_eq!(n(&third, "bytes_read"), 8);
 
-    // A lost cache costs a re-read, never correctness, and stores nothing new.
-    for e in std::fs::read_dir(env.path("cache")).unwrap() {
-        std::fs::remove_dir_all(e.unwrap().path()).unwrap();
-    }
+    // Without the files cache, a full key reads the parent snapshot's trees
+    // instead: nothing is read again and nothing new is stored.
+    let clear_cache = || {
+        for e in std::fs::read_dir(env.path("cache")).unwrap() {
+            std::fs::remove_dir_all(e.unwrap().path()).unwrap();
+        }
+    };
+    clear_cache();
     let fourth = env.backup(&[&src]);
-    assert_eq!(n(&fourth, "files_new"), 500);
+    assert_eq!(n(&fourth, "files_unchanged"), 500, "{fourth}");
+    assert_eq!(n(&fourth, "bytes_read"), 0, "{fourth}");
     assert_eq!(n(&fourth, "bytes_added"), 0, "{fourth}");
 
-    // A damaged cache is the same.
+    // A damaged files cache is the same as none.
+    let mut damaged = 0;
     for e in walk(&env.path("cache")) {
         if e.to_string_lossy().contains("/files/") {
             util::flip_byte(&e, 40);
+            damaged += 1;
         }
     }
+    assert_eq!(damaged, 1);
     let fifth = env.backup(&[&src]);
-    assert_eq!(n(&fifth, "files_unchanged"), 0);
+    assert_eq!(n(&fifth, "files_unchanged"), 500, "{fifth}");
     env.restore_matches("latest", &src);
+
+    // A writer key cannot read the parent's trees: without its files cache
+    // it reads everything again, and still stores nothing new.
+    let writer = |args: &[&str]| env.writer(args).ok().json();
+    let src_s = src.to_str().unwrap();
+    writer(&["--json", "backup", src_s]);
+    assert_eq!(n(&writer(&["--json", "backup", src_s]), "files_unchanged"), 500);
+    clear_cache();
+    let again = writer(&["--json", "backup", src_s]);
+    assert_eq!(n(&again, "files_new"), 500, "{again}");
+    assert_eq!(n(&again, "bytes_added"), 0, "{again}");
 }
 
 fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -9,9 +9,10 @@ use crate::cli::BackupArgs;
 use crate::error::Exit;
 use crate::format::Timestamp;
 use crate::format::manifest::Catalog;
-use crate::fs::backup::{Archiver, Excludes};
+use crate::fs::backup::{Archiver, Excludes, ParentSnapshot};
 use crate::fs::filescache::FilesCache;
 use crate::keys::Key;
+use crate::repository::reader::Reader;
 use crate::repository::writer::Writer;
 
 use super::Ctx;
@@ -68,7 +69,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         .iter()
         .rev()
         .find(|s| s.catalog.host == host && s.catalog.paths == path_bytes)
-        .map(|s| s.id);
+        .map(|s| (s.id, s.catalog.tree, s.catalog.started));
     let old_cache = FilesCache::load(
         &cache,
         &repo.id(),
@@ -78,7 +79,28 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     );
     let writer = Writer::begin(&repo, &key, &cache)?;
     let chunker = Chunker::new(&repo.config.chunker, shared.chunker_seed);
-    let archiver = Archiver::new(&writer, chunker, excludes, a.one_file_system, old_cache);
+    // Without a files cache, a full key can still tell unchanged files by
+    // the parent snapshot's trees (a writer key cannot read them).
+    let reader = match (&key, parent) {
+        (Key::Full(k), Some(_)) if old_cache.entries.is_empty() => Some(Reader::open(&repo, k, &cache)?),
+        _ => None,
+    };
+    let parent_trees = reader
+        .as_ref()
+        .zip(parent)
+        .map(|(reader, (_, tree, started))| ParentSnapshot {
+            reader,
+            tree,
+            started,
+        });
+    let archiver = Archiver::new(
+        &writer,
+        chunker,
+        excludes,
+        a.one_file_system,
+        old_cache,
+        parent_trees,
+    );
     let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
     let tree = crate::progress::run(
         show,
@@ -95,13 +117,15 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
             }
         },
     )?;
+    let started = archiver.started();
     let (summary, errors, new_cache) = archiver.into_parts();
     let catalog = Catalog {
         time,
         host: host.clone(),
         paths: path_bytes.clone(),
         tags: a.tags.clone(),
-        parent,
+        started,
+        parent: parent.map(|(id, _, _)| id),
         tree,
         summary,
     };

@@ -33,7 +33,11 @@ pub struct Summary {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Catalog {
+    /// The snapshot's time (`--time`, else when the run started).
     pub time: Timestamp,
+    /// When the run started reading, whatever `--time` says: what change
+    /// detection against this snapshot compares timestamps with.
+    pub started: Timestamp,
     pub host: String,
     /// Backed-up paths, absolute, as bytes (they need not be UTF-8).
     pub paths: Vec<Vec<u8>>,

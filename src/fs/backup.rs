@@ -22,6 +22,7 @@ use crate::chunker::Chunker;
 use crate::format::manifest::Summary;
 use crate::format::tree::{Extent, Node, NodeKind, TREE_VERSION, Tree};
 use crate::format::{BlobKind, Id, Timestamp, encode};
+use crate::repository::reader::Reader;
 use crate::repository::writer::Writer;
 
 use super::filescache::{CachedFile, FilesCache};
@@ -72,6 +73,13 @@ impl Excludes {
     }
 }
 
+/// The snapshot a run compares with, readable with a full key.
+pub struct ParentSnapshot<'a> {
+    pub reader: &'a Reader<'a>,
+    pub tree: Id,
+    pub started: Timestamp,
+}
+
 pub struct Archiver<'a> {
     writer: &'a Writer<'a>,
     chunker: Chunker,
@@ -80,6 +88,9 @@ pub struct Archiver<'a> {
     names: Names,
     run_start: Timestamp,
     old_cache: FilesCache,
+    /// With a full key: the parent snapshot's trees, consulted for files
+    /// the files cache does not know.
+    parent: Option<ParentSnapshot<'a>>,
     new_cache: Mutex<FilesCache>,
     /// Content of multiply-linked files already read, by (dev, inode).
     hardlinks: Mutex<HashMap<(u64, u64), Vec<Extent>>>,
@@ -99,6 +110,7 @@ impl<'a> Archiver<'a> {
         excludes: Excludes,
         one_file_system: bool,
         old_cache: FilesCache,
+        parent: Option<ParentSnapshot<'a>>,
     ) -> Self {
         Archiver {
             writer,
@@ -108,6 +120,7 @@ impl<'a> Archiver<'a> {
             names: Names::default(),
             run_start: Timestamp::now(),
             old_cache,
+            parent,
             new_cache: Mutex::new(FilesCache::default()),
             hardlinks: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
@@ -118,6 +131,11 @@ impl<'a> Archiver<'a> {
             bytes_read: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
         }
+    }
+
+    /// When this run started reading.
+    pub fn started(&self) -> Timestamp {
+        self.run_start
     }
 
     /// A one-line account of the work so far, for the progress display.
@@ -174,12 +192,14 @@ impl<'a> Archiver<'a> {
             }
             d.whole = true;
         }
-        fn build(a: &Archiver, path: &Path, d: &Dir) -> Result<Id> {
+        fn build(a: &Archiver, path: &Path, d: &Dir, parent: Option<Id>) -> Result<Id> {
+            let before = a.parent_nodes(parent);
             let mut nodes = Vec::new();
             for (name, child) in &d.children {
                 let cpath = path.join(std::ffi::OsStr::from_bytes(name));
+                let was = before.get(name);
                 if child.whole {
-                    if let Some(n) = a.entry(&cpath, None)? {
+                    if let Some(n) = a.entry(&cpath, None, was)? {
                         nodes.push(n);
                     }
                     continue;
@@ -188,15 +208,16 @@ impl<'a> Archiver<'a> {
                     .with_context(|| format!("reading {}", cpath.display()))?;
                 let mut n = node_from_metadata(std::ffi::OsStr::from_bytes(name), &meta, &a.names);
                 n.xattrs = read_xattrs(&cpath).unwrap_or_default();
-                n.subtree = Some(build(a, &cpath, child)?);
+                n.subtree = Some(build(a, &cpath, child, was.and_then(|w| w.subtree))?);
                 nodes.push(n);
             }
             a.store_tree(nodes)
         }
+        let parent_root = self.parent.as_ref().map(|p| p.tree);
         if root.whole {
-            return self.dir_tree(Path::new("/"), None);
+            return self.dir_tree(Path::new("/"), None, parent_root);
         }
-        build(self, Path::new("/"), &root)
+        build(self, Path::new("/"), &root, parent_root)
     }
 
     fn store_tree(&self, mut nodes: Vec<Node>) -> Result<Id> {
@@ -209,8 +230,21 @@ impl<'a> Archiver<'a> {
         self.writer.add_blob(BlobKind::Tree, &encode(&tree))
     }
 
+    /// The entries of a parent snapshot's directory, by name; empty without
+    /// a full key, a parent, or a readable tree (it is only an accelerator).
+    fn parent_nodes(&self, tree: Option<Id>) -> HashMap<Vec<u8>, Node> {
+        let (Some(ParentSnapshot { reader, .. }), Some(tree)) = (&self.parent, tree) else {
+            return HashMap::new();
+        };
+        match reader.read_tree(&tree) {
+            Ok(t) => t.nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+            Err(_) => HashMap::new(),
+        }
+    }
+
     /// The tree of a directory's entries.
-    fn dir_tree(&self, dir: &Path, dev: Option<u64>) -> Result<Id> {
+    fn dir_tree(&self, dir: &Path, dev: Option<u64>, parent: Option<Id>) -> Result<Id> {
+        let before = self.parent_nodes(parent);
         let entries = match super::meta::read_dir_names(dir) {
             Ok(e) => e,
             Err(e) => {
@@ -220,13 +254,13 @@ impl<'a> Archiver<'a> {
         };
         let nodes: Vec<Option<Node>> = entries
             .par_iter()
-            .map(|name| self.entry(&dir.join(name), dev))
+            .map(|name| self.entry(&dir.join(name), dev, before.get(name.as_bytes())))
             .collect::<Result<_>>()?;
         self.store_tree(nodes.into_iter().flatten().collect())
     }
 
     /// One entry; `None` if excluded or unreadable (the latter reported).
-    fn entry(&self, path: &Path, parent_dev: Option<u64>) -> Result<Option<Node>> {
+    fn entry(&self, path: &Path, parent_dev: Option<u64>, was: Option<&Node>) -> Result<Option<Node>> {
         if self.excludes.excluded(path) {
             return Ok(None);
         }
@@ -250,7 +284,7 @@ impl<'a> Archiver<'a> {
                 node.subtree = Some(if crosses {
                     self.store_tree(Vec::new())?
                 } else {
-                    self.dir_tree(path, Some(meta.dev()))?
+                    self.dir_tree(path, Some(meta.dev()), was.and_then(|w| w.subtree))?
                 });
             }
             NodeKind::Symlink => match std::fs::read_link(path) {
@@ -262,7 +296,7 @@ impl<'a> Archiver<'a> {
             },
             NodeKind::File => {
                 self.bytes_total.fetch_add(meta.size(), Ordering::Relaxed);
-                match self.file_content(path, &meta) {
+                match self.file_content(path, &meta, was.filter(|w| w.kind == NodeKind::File)) {
                     Ok(c) => node.content = c,
                     Err(e) => {
                         if e.downcast_ref::<io::Error>().is_some() {
@@ -278,7 +312,7 @@ impl<'a> Archiver<'a> {
         Ok(Some(node))
     }
 
-    fn file_content(&self, path: &Path, meta: &std::fs::Metadata) -> Result<Vec<Extent>> {
+    fn file_content(&self, path: &Path, meta: &std::fs::Metadata, was: Option<&Node>) -> Result<Vec<Extent>> {
         let key = path.as_os_str().as_bytes().to_vec();
         let mtime = Timestamp {
             sec: meta.mtime(),
@@ -296,8 +330,23 @@ impl<'a> Archiver<'a> {
             inode: meta.ino(),
             content: Vec::new(),
         };
-        let old = self.old_cache.entries.get(&key);
-        if let Some(old) = old {
+        // A parent's node counts only if it had settled when that run began.
+        let settled_then = |w: &&Node| {
+            self.parent.as_ref().is_some_and(|p| {
+                p.started.as_nanos() - w.mtime.as_nanos().max(w.ctime.as_nanos()) > GRANULARITY_NS
+            })
+        };
+        let from_parent = || {
+            was.filter(settled_then).map(|w| CachedFile {
+                size: w.size,
+                mtime: w.mtime,
+                ctime: w.ctime,
+                inode: w.inode,
+                content: w.content.clone(),
+            })
+        };
+        let old = self.old_cache.entries.get(&key).cloned().or_else(from_parent);
+        if let Some(old) = &old {
             let same = old.size == fresh.size
                 && old.mtime == mtime
                 && old.ctime == ctime
