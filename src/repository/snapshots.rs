@@ -141,9 +141,13 @@ impl Listing {
             .iter()
             .filter(|s| host.is_none_or(|h| s.catalog.host == h));
         if spec == "latest" {
+            let refused = match self.refused.len() {
+                0 => String::new(),
+                n => format!(" that verifies ({n} refused: `strongroom snapshots` names them)"),
+            };
             return candidates.next_back().ok_or_else(|| match host {
-                Some(h) => Exit::usage(format!("there is no snapshot of host {h}")),
-                None => Exit::usage("the repository has no snapshots"),
+                Some(h) => Exit::usage(format!("there is no snapshot of host {h}{refused}")),
+                None => Exit::usage(format!("the repository has no snapshot{refused}")),
             });
         }
         let spec_l = spec.to_ascii_lowercase();
