@@ -233,3 +233,56 @@ fn a_repository_that_goes_back_is_reported() {
         r.stderr()
     );
 }
+
+#[test]
+fn a_full_disk_fails_one_clear_sentence_and_damages_nothing() {
+    let env = Env::new();
+    let small = env.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    util::sh(&format!(
+        "mount -t tmpfs -o size=8m strongroom-full {}",
+        small.display()
+    ));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let repo = small.join("repo");
+    let run = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .arg("-r")
+            .arg(&repo)
+            .arg("-k")
+            .arg(&env.keys.full)
+            .args(args)
+            .output()
+            .unwrap();
+        util::Run { out }
+    };
+    run(&["init"]).ok();
+    let src = sample(&env);
+    util::random_file(&src.join("big.bin"), 20 << 20, 3);
+    let r = run(&["backup", src.to_str().unwrap()]).fails(1);
+    let err = r.stderr();
+    assert!(
+        err.contains("No space left on device") && err.contains("pack"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("strongroom:")).count(),
+        1,
+        "{err}"
+    );
+    let snaps = run(&["--json", "snapshots"]).ok().json();
+    assert_eq!(snaps.as_array().unwrap().len(), 0);
+    run(&["check"]).ok();
+
+    // Once there is room again, the next backup completes.
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    run(&["backup", src.to_str().unwrap()]).ok();
+    run(&["check", "--read-data"]).ok();
+}

@@ -299,7 +299,7 @@ impl<'a> Archiver<'a> {
                 match self.file_content(path, &meta, was.filter(|w| w.kind == NodeKind::File)) {
                     Ok(c) => node.content = c,
                     Err(e) => {
-                        if e.downcast_ref::<io::Error>().is_some() {
+                        if e.downcast_ref::<SourceError>().is_some() {
                             self.error(path, format!("{e:#}"));
                             return Ok(None);
                         }
@@ -407,7 +407,7 @@ impl<'a> Archiver<'a> {
 
     /// Reads a file's data regions (holes stay holes), chunking each.
     fn read_file(&self, path: &Path, meta: &std::fs::Metadata) -> Result<Vec<Extent>> {
-        let file = open_noatime(path)?;
+        let file = open_noatime(path).map_err(SourceError)?;
         let size = meta.size();
         let mut extents = Vec::new();
         let mut pos = 0u64;
@@ -422,7 +422,7 @@ impl<'a> Archiver<'a> {
         if pos < size {
             extents.push(Extent::Hole { len: size - pos });
         }
-        let after = file.metadata()?;
+        let after = file.metadata().map_err(SourceError)?;
         if after.size() != size || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() {
             crate::warn(&format!(
                 "{} changed while it was read; the snapshot holds what was read",
@@ -442,7 +442,7 @@ impl<'a> Archiver<'a> {
                 let n = (want as u64).min(end - off) as usize;
                 let old = buf.len();
                 buf.resize(old + n, 0);
-                let got = read_full_at(file, &mut buf[old..], off)?;
+                let got = read_full_at(file, &mut buf[old..], off).map_err(SourceError)?;
                 buf.truncate(old + got);
                 off += got as u64;
                 self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
@@ -538,6 +538,19 @@ impl<'a> Archiver<'a> {
         self.store_tree(vec![node])
     }
 }
+
+/// A failure to read the source (skip that file, exit 3), as opposed to a
+/// failure to write the repository (stop the backup).
+#[derive(Debug)]
+struct SourceError(io::Error);
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceError {}
 
 fn open_noatime(path: &Path) -> io::Result<File> {
     match std::fs::OpenOptions::new()
