@@ -78,6 +78,7 @@ fn corrupted_pack_is_named_and_only_its_files_fail() {
     std::fs::create_dir_all(&src).unwrap();
     // Two files in two packs: the first alone fills a 16 MiB data pack.
     util::random_file(&src.join("a-big.bin"), 17 << 20, 1);
+    std::fs::hard_link(src.join("a-big.bin"), src.join("b-link.bin")).unwrap();
     std::fs::write(src.join("z-small.txt"), "small and fine\n").unwrap();
     env.backup(&[&src]);
     // Damage the pack holding the big file: the largest one.
@@ -101,7 +102,9 @@ fn corrupted_pack_is_named_and_only_its_files_fail() {
         .run(&["restore", "latest", "--target", target.to_str().unwrap()])
         .fails(1);
     assert!(
-        r.stderr().contains("a-big.bin") && r.stderr().contains(&pack_name),
+        r.stderr().contains("a-big.bin")
+            && r.stderr().contains(&pack_name)
+            && r.stderr().contains("b-link.bin"),
         "{}",
         r.stderr()
     );

@@ -75,12 +75,26 @@ impl<'a> Restorer<'a> {
         };
         let mut seen = HashMap::new();
         self.plan(node, dest, &mut plan, &mut seen)?;
+        let failed = Mutex::new(std::collections::HashSet::new());
         plan.entries.par_iter().for_each(|(path, node)| {
             if let Err(e) = self.write_entry(path, node) {
                 self.error(path, &e);
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path.clone());
             }
         });
+        let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
         for (new, existing) in &plan.links {
+            if failed.contains(existing) {
+                // A link to a damaged file would be damaged too: say so.
+                self.error(
+                    new,
+                    &anyhow!("its hard link {} could not be restored", existing.display()),
+                );
+                continue;
+            }
             if let Err(e) = std::fs::hard_link(existing, new) {
                 self.error(
                     new,
