@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Result, bail};
 use rayon::prelude::*;
@@ -162,13 +163,18 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
 
     if a.read_data {
         say(&format!("reading all data in {} pack(s)", by_pack.len()));
-        by_pack.par_iter().for_each(|(pack, locs)| {
-            if !listed.contains_key(pack) {
-                return;
-            }
-            if let Err(e) = check_pack(&repo, shared, reader.as_ref(), pack, locs) {
-                report.error(format!("{e:#}"));
-            }
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
+        let line = || format!("{} of {} packs read", done.load(Ordering::Relaxed), by_pack.len());
+        crate::progress::run(show, line, || {
+            by_pack.par_iter().for_each(|(pack, locs)| {
+                if listed.contains_key(pack)
+                    && let Err(e) = check_pack(&repo, shared, reader.as_ref(), pack, locs)
+                {
+                    report.error(format!("{e:#}"));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            })
         });
     }
 
