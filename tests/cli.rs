@@ -4,7 +4,6 @@
 mod util;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use util::{Env, sample, sh, under};
 
@@ -263,7 +262,6 @@ fn unreadable_files_give_exit_3_and_are_named() {
     );
     // The snapshot exists and holds the rest.
     assert_eq!(env.snapshots().as_array().unwrap().len(), 1);
-    let _ = Path::new("");
 }
 
 #[test]
