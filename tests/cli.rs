@@ -209,6 +209,11 @@ fn backup_options_tags_host_time_excludes_stdin() {
     env.run(&["backup", env.path("does-not-exist").to_str().unwrap()])
         .fails(2);
 
+    // Bad input is refused before anything is written.
+    let envelopes = env.repo_objects("keys").len();
+    env.run(&["backup", "--stdin", "--stdin-filename", "a/b"]).fails(2);
+    assert_eq!(env.repo_objects("keys").len(), envelopes);
+
     // `.` and `..` resolve to the real directories.
     env.run(&["backup", &format!("{}/../src/.", src.display())]).ok();
     let snaps = env.snapshots();

@@ -41,6 +41,11 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         patterns.extend(text.lines().map(str::to_string));
     }
     let excludes = Excludes::new(&patterns)?;
+    if let Some(name) = a.stdin_filename.as_deref().filter(|_| a.stdin)
+        && (name.is_empty() || name.contains('/') || name == "." || name == "..")
+    {
+        return Err(Exit::usage("--stdin-filename must be a plain file name"));
+    }
     let paths: Vec<PathBuf> = if a.stdin {
         Vec::new()
     } else {
@@ -107,11 +112,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         || archiver.progress_line(),
         || {
             if a.stdin {
-                let name = a.stdin_filename.as_deref().unwrap_or("stdin");
-                if name.is_empty() || name.contains('/') {
-                    return Err(Exit::usage("--stdin-filename must be a plain file name"));
-                }
-                archiver.archive_stdin(name)
+                archiver.archive_stdin(a.stdin_filename.as_deref().unwrap_or("stdin"))
             } else {
                 archiver.archive_paths(&paths)
             }
