@@ -211,7 +211,8 @@ fn backup_options_tags_host_time_excludes_stdin() {
 
     // Bad input is refused before anything is written.
     let envelopes = env.repo_objects("keys").len();
-    env.run(&["backup", "--stdin", "--stdin-filename", "a/b"]).fails(2);
+    env.run(&["backup", "--stdin", "--stdin-filename", "a/b"])
+        .fails(2);
     assert_eq!(env.repo_objects("keys").len(), envelopes);
 
     // `.` and `..` resolve to the real directories.

@@ -34,6 +34,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     let key = ctx.load_key()?;
     let repo = ctx.open(&key)?;
     let shared = key.shared();
+    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys.index, false, "check")?;
     let report = Report {
         errors: Mutex::new(Vec::new()),
     };

@@ -3,6 +3,7 @@
 //! a [`reader::Reader`].
 
 pub mod index;
+pub mod lock;
 pub mod packer;
 pub mod reader;
 pub mod rollback;
