@@ -276,18 +276,7 @@ fn one_file_system_stops_at_mount_points() {
     env.init();
     let src = sample(&env);
     let mnt = src.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    sh(&format!(
-        "mount -t tmpfs -o size=1m strongroom-test {}",
-        mnt.display()
-    ));
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _tmpfs = util::Tmpfs::mount(&mnt, "1m");
     std::fs::write(mnt.join("on-tmpfs"), "other filesystem").unwrap();
 
     env.run(&["backup", "--one-file-system", src.to_str().unwrap()])

@@ -241,18 +241,7 @@ fn a_repository_that_goes_back_is_reported() {
 fn a_full_disk_fails_one_clear_sentence_and_damages_nothing() {
     let env = Env::new();
     let small = env.path("small");
-    std::fs::create_dir_all(&small).unwrap();
-    util::sh(&format!(
-        "mount -t tmpfs -o size=8m strongroom-full {}",
-        small.display()
-    ));
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    let _tmpfs = util::Tmpfs::mount(&small, "8m");
     let repo = small.join("repo");
     let run = |args: &[&str]| {
         let out = env

@@ -282,3 +282,24 @@ pub fn sample(env: &Env) -> PathBuf {
     std::os::unix::fs::symlink("hello.txt", src.join("link")).unwrap();
     src
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped (on every path, so a
+/// failed test leaves no mount behind).
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o size={size} strongroom-test {}",
+            at.display()
+        ));
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
