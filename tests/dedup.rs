@@ -81,7 +81,7 @@ fn unchanged_files_are_not_read_again() {
 
     // A damaged files cache is the same as none.
     let mut damaged = 0;
-    for e in walk(&env.path("cache")) {
+    for e in util::files_under(&env.path("cache")) {
         if e.to_string_lossy().contains("/files/") {
             util::flip_byte(&e, 40);
             damaged += 1;
@@ -102,19 +102,6 @@ fn unchanged_files_are_not_read_again() {
     let again = writer(&["--json", "backup", src_s]);
     assert_eq!(n(&again, "files_new"), 500, "{again}");
     assert_eq!(n(&again, "bytes_added"), 0, "{again}");
-}
-
-fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(p).unwrap() {
-        let e = e.unwrap().path();
-        if e.is_dir() {
-            out.extend(walk(&e));
-        } else {
-            out.push(e);
-        }
-    }
-    out
 }
 
 #[test]

@@ -82,13 +82,8 @@ fn corrupted_pack_is_named_and_only_its_files_fail() {
     std::fs::write(src.join("z-small.txt"), "small and fine\n").unwrap();
     env.backup(&[&src]);
     // Damage the pack holding the big file: the largest one.
-    let packs = env.repo_objects("packs");
-    let big = packs
-        .iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let pack_name = big.file_name().unwrap().to_str().unwrap().to_string();
-    util::flip_byte(big, 1000);
+    let (big, pack_name) = env.largest_pack();
+    util::flip_byte(&big, 1000);
 
     let r = env.run(&["check", "--read-data"]).fails(1);
     assert!(
@@ -121,12 +116,7 @@ fn missing_pack_is_an_error_for_check_and_restore() {
     env.init();
     let src = sample(&env);
     env.backup(&[&src]);
-    let packs = env.repo_objects("packs");
-    let biggest = packs
-        .iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let name = biggest.file_name().unwrap().to_str().unwrap().to_string();
+    let (biggest, name) = env.largest_pack();
     std::fs::remove_file(biggest).unwrap();
     let r = env.run(&["check"]).fails(1);
     assert!(r.stderr().contains(&name), "{}", r.stderr());

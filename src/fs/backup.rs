@@ -9,13 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
-use globset::{GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
 use crate::chunker::Chunker;
@@ -25,53 +24,16 @@ use crate::format::{BlobKind, Id, Timestamp, encode};
 use crate::repository::reader::Reader;
 use crate::repository::writer::Writer;
 
+use super::exclude::Excludes;
 use super::filescache::{CachedFile, FilesCache};
 use super::meta::{Names, node_from_metadata, read_xattrs};
+use super::source::{SourceError, data_regions, open_noatime, read_full_at};
 
 /// Files whose mtime or ctime lie this close to the run's start may still be
 /// changing within one timestamp tick: they are read and not remembered.
 const GRANULARITY_NS: i128 = 1_000_000_000;
 /// How much of a large file is read before its chunks are processed.
 const BATCH: usize = 32 * 1024 * 1024;
-
-/// What to leave out.
-pub struct Excludes {
-    /// Patterns with a `/`, matched against the whole path.
-    paths: GlobSet,
-    /// Patterns without one, matched against each name.
-    names: GlobSet,
-}
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes> {
-        let mut paths = GlobSetBuilder::new();
-        let mut names = GlobSetBuilder::new();
-        for p in patterns {
-            let p = p.trim();
-            if p.is_empty() || p.starts_with('#') {
-                continue;
-            }
-            let glob = globset::GlobBuilder::new(p.trim_end_matches('/'))
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| crate::error::Exit::usage(format!("bad exclude pattern {p:?}: {e}")))?;
-            if p.contains('/') {
-                paths.add(glob)
-            } else {
-                names.add(glob)
-            };
-        }
-        Ok(Excludes {
-            paths: paths.build()?,
-            names: names.build()?,
-        })
-    }
-
-    fn excluded(&self, path: &Path) -> bool {
-        self.paths.is_match(path) || path.file_name().is_some_and(|n| self.names.is_match(n))
-    }
-}
 
 /// The snapshot a run compares with, readable with a full key.
 pub struct ParentSnapshot<'a> {
@@ -537,72 +499,4 @@ impl<'a> Archiver<'a> {
         };
         self.store_tree(vec![node])
     }
-}
-
-/// A failure to read the source (skip that file, exit 3), as opposed to a
-/// failure to write the repository (stop the backup).
-#[derive(Debug)]
-struct SourceError(io::Error);
-
-impl std::fmt::Display for SourceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SourceError {}
-
-fn open_noatime(path: &Path) -> io::Result<File> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        r => r,
-    }
-}
-
-fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], off + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// The data regions of a file, by SEEK_DATA/SEEK_HOLE; the whole file if
-/// the filesystem cannot tell.
-fn data_regions(f: &File, size: u64) -> Vec<(u64, u64)> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: lseek on a descriptor we own.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // only a hole remains
-            }
-            return vec![(0, size)];
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return vec![(0, size)];
-        }
-        let end = (hole as u64).min(size);
-        if end > data as u64 {
-            out.push((data as u64, end));
-        }
-        pos = hole;
-    }
-    out
 }

@@ -2,6 +2,8 @@
 //! backup, and writing them back exactly on restore.
 
 pub mod backup;
+pub mod exclude;
 pub mod filescache;
 pub mod meta;
 pub mod restore;
+pub mod source;

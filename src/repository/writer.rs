@@ -103,7 +103,7 @@ impl<'a> Writer<'a> {
         Ok(id)
     }
 
-    pub fn add_blob_with_id(&self, kind: BlobKind, id: Id, data: &[u8]) -> Result<()> {
+    fn add_blob_with_id(&self, kind: BlobKind, id: Id, data: &[u8]) -> Result<()> {
         if self.index.contains(&id) || !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
             return Ok(());
         }

@@ -203,31 +203,31 @@ impl Env {
 
     /// Every file in the repository, with its bytes.
     pub fn repo_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
-        fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-            for e in std::fs::read_dir(p).unwrap() {
-                let e = e.unwrap();
-                let t = e.file_type().unwrap();
-                if t.is_dir() {
-                    walk(&e.path(), out);
-                } else if t.is_file() {
-                    out.push((e.path(), std::fs::read(e.path()).unwrap()));
-                }
-            }
-        }
-        let mut v = Vec::new();
-        walk(&self.repo(), &mut v);
+        files_under(&self.repo())
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect()
+    }
+
+    /// The objects of one kind (`packs`, `keys`, …), sorted.
+    pub fn repo_objects(&self, kind: &str) -> Vec<PathBuf> {
+        let mut v = files_under(&self.repo().join(kind));
+        v.sort();
         v
     }
 
-    pub fn repo_objects(&self, kind: &str) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = self
-            .repo_files()
+    /// The largest pack, and its name.
+    pub fn largest_pack(&self) -> (PathBuf, String) {
+        let packs = self.repo_objects("packs");
+        let p = packs
             .into_iter()
-            .map(|(p, _)| p)
-            .filter(|p| p.strip_prefix(self.repo()).unwrap().starts_with(kind))
-            .collect();
-        v.sort();
-        v
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        (p, name)
     }
 }
 
@@ -302,4 +302,22 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+/// Every regular file below `dir` (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(files_under(&e.path()));
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    out
 }
