@@ -1,12 +1,13 @@
 //! `strongroom restore SNAPSHOT[:PATH] --target DIR`.
 
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cli::RestoreArgs;
 use crate::error::Exit;
-use crate::format::tree::NodeKind;
 use crate::fs::restore::Restorer;
 use crate::repository::reader::Reader;
 
@@ -26,22 +27,12 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     let snap = listing.find(&spec, a.host.as_deref())?;
     let reader = Reader::open(&repo, &key, &cache)?;
     let node = lookup(&reader, snap.catalog.tree, &inner)?;
-    let rel = inner.strip_prefix("/").unwrap_or(&inner);
-    let dest = if rel.as_os_str().is_empty() {
-        a.target.clone()
-    } else {
-        a.target.join(rel)
-    };
-    if let Some(parent) = dest.parent()
-        && (node.kind != NodeKind::Dir || dest != a.target)
-    {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    if node.kind == NodeKind::Dir && dest == a.target {
-        std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-    }
-    ensure_not_inside(&dest, &a.target)?;
-    let restorer = Restorer::new(&reader);
+    let rel: PathBuf = inner
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let target = open_target(&a.target)?;
+    let restorer = Restorer::new(&reader, target.as_fd(), &a.target);
     let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
     let line = || {
         format!(
@@ -50,7 +41,13 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
             crate::progress::bytes(restorer.bytes.load(std::sync::atomic::Ordering::Relaxed))
         )
     };
-    crate::progress::run(show, line, || restorer.restore(&node, &dest))?;
+    crate::progress::run(show, line, || {
+        if rel.as_os_str().is_empty() {
+            restorer.restore_into_base(&node)
+        } else {
+            restorer.restore_at(&node, &rel)
+        }
+    })?;
     let errors = restorer.errors();
     if !ctx.global.quiet && !ctx.global.json {
         eprintln!(
@@ -71,9 +68,29 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn ensure_not_inside(dest: &Path, target: &Path) -> Result<()> {
-    if !dest.starts_with(target) {
-        return Err(Exit::usage(format!("{} lies outside the target", dest.display())));
+/// Opens the restore target, making it if needed. The target's own path is
+/// the user's, followed like any path they type; everything below it is
+/// made without following symlinks. A target that is not a directory, or
+/// cannot take new entries, is one clear error before anything is written.
+fn open_target(target: &Path) -> Result<OwnedFd> {
+    if let Ok(m) = std::fs::metadata(target)
+        && !m.is_dir()
+    {
+        return Err(Exit::usage(format!(
+            "the restore target {} exists and is not a directory",
+            target.display()
+        )));
     }
-    Ok(())
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("cannot create the restore target {}", target.display()))?;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(target)
+        .with_context(|| format!("cannot open the restore target {}", target.display()))?;
+    let fd = OwnedFd::from(dir);
+    if let Err(e) = crate::fs::beneath::probe_writable(fd.as_fd()) {
+        bail!("cannot write into the restore target {}: {e}", target.display());
+    }
+    Ok(fd)
 }

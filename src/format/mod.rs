@@ -120,8 +120,21 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("encoding to memory cannot fail")
 }
 
-/// Decodes a stored type, naming what it was on failure.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+/// Decodes a stored type, naming what it was on failure. Only the canonical
+/// encoding is accepted: the value must encode back to exactly these bytes
+/// (no trailing bytes, no overlong integers), so one value has one form.
+pub fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8], what: &str) -> Result<T> {
+    let value: T = postcard::from_bytes(bytes).with_context(|| format!("{what} is malformed"))?;
+    // Wiped: the value may be a key file's secrets.
+    if *zeroize::Zeroizing::new(encode(&value)) != bytes {
+        anyhow::bail!("{what} is malformed: it is not in canonical form");
+    }
+    Ok(value)
+}
+
+/// Decodes a value this client wrote and authenticated itself (a cache
+/// entry), where maps need not come back in the same order.
+pub fn decode_lenient<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     postcard::from_bytes(bytes).with_context(|| format!("{what} is malformed"))
 }
 

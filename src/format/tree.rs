@@ -67,3 +67,135 @@ pub struct Tree {
     pub version: u16,
     pub nodes: Vec<Node>,
 }
+
+/// The longest name an entry may have (`NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+/// The longest symlink target (`PATH_MAX` less its NUL).
+pub const MAX_TARGET: usize = 4095;
+/// Linux's limits on one extended attribute.
+pub const MAX_XATTR_NAME: usize = 255;
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+
+fn shown(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).escape_debug().to_string()
+}
+
+/// Whether `name` may name an entry: not empty, `.` or `..`, no `/` or
+/// NUL, at most [`MAX_NAME`] bytes.
+pub fn check_name(name: &[u8]) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an entry has an empty name".into());
+    }
+    if name == b"." || name == b".." {
+        return Err(format!("an entry is named {:?}", shown(name)));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(format!("the name \"{}\" holds a / or NUL byte", shown(name)));
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "a name of {} bytes is longer than {MAX_NAME}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+impl Tree {
+    /// Decodes a tree blob, accepting only the canonical form: the canonical
+    /// encoding, names sorted and unique and each a valid name, every entry
+    /// consistent with its kind. Anything else is damage, refused the same
+    /// way by `check`, `ls`, `restore` and the mount.
+    pub fn decode(bytes: &[u8], what: &str) -> anyhow::Result<Tree> {
+        let tree: Tree = super::decode(bytes, what)?;
+        tree.validate()
+            .map_err(|e| anyhow::anyhow!("{what} is damaged: {e}"))?;
+        Ok(tree)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != TREE_VERSION {
+            return Err(format!(
+                "it has version {}, expected {TREE_VERSION}",
+                self.version
+            ));
+        }
+        let mut previous: Option<&[u8]> = None;
+        for n in &self.nodes {
+            check_name(&n.name)?;
+            if previous.is_some_and(|p| p >= n.name.as_slice()) {
+                return Err(format!(
+                    "its names are not sorted and unique (at \"{}\")",
+                    shown(&n.name)
+                ));
+            }
+            previous = Some(&n.name);
+            n.validate()
+                .map_err(|e| format!("entry \"{}\": {e}", shown(&n.name)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    fn validate(&self) -> Result<(), String> {
+        let type_bits = match self.kind {
+            NodeKind::File => libc::S_IFREG,
+            NodeKind::Dir => libc::S_IFDIR,
+            NodeKind::Symlink => libc::S_IFLNK,
+            NodeKind::Fifo => libc::S_IFIFO,
+            NodeKind::CharDevice => libc::S_IFCHR,
+            NodeKind::BlockDevice => libc::S_IFBLK,
+            NodeKind::Socket => libc::S_IFSOCK,
+        };
+        if self.mode & libc::S_IFMT != type_bits || self.mode & !(libc::S_IFMT | 0o7777) != 0 {
+            return Err(format!(
+                "its mode {:o} does not match its kind {:?}",
+                self.mode, self.kind
+            ));
+        }
+        if (self.kind == NodeKind::Dir) != self.subtree.is_some() {
+            return Err("only a directory, and every directory, has a subtree".into());
+        }
+        if self.kind != NodeKind::File && !self.content.is_empty() {
+            return Err("only a regular file has content".into());
+        }
+        if self.kind == NodeKind::Symlink {
+            if self.target.is_empty() || self.target.len() > MAX_TARGET || self.target.contains(&0) {
+                return Err("its symlink target is empty, too long or holds a NUL byte".into());
+            }
+        } else if !self.target.is_empty() {
+            return Err("only a symlink has a target".into());
+        }
+        let mut total: u64 = 0;
+        for e in &self.content {
+            let len = e.byte_len();
+            if len == 0 {
+                return Err("its content has an empty extent".into());
+            }
+            total = total
+                .checked_add(len)
+                .ok_or("its content is longer than any file")?;
+        }
+        if total > self.size {
+            return Err(format!(
+                "its content holds {total} bytes, more than its size {}",
+                self.size
+            ));
+        }
+        let mut previous: Option<&[u8]> = None;
+        for (name, value) in &self.xattrs {
+            if name.is_empty() || name.len() > MAX_XATTR_NAME || name.contains(&0) {
+                return Err("an extended attribute's name is empty, too long or holds a NUL byte".into());
+            }
+            if value.len() > MAX_XATTR_VALUE {
+                return Err(format!("extended attribute \"{}\" is too long", shown(name)));
+            }
+            if previous.is_some_and(|p| p >= name.as_slice()) {
+                return Err("its extended attributes are not sorted and unique".into());
+            }
+            previous = Some(name);
+        }
+        Ok(())
+    }
+}

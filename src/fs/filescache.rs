@@ -15,7 +15,7 @@ use crate::crypto::SecretKey;
 use crate::crypto::aead;
 use crate::crypto::subkeys::hmac;
 use crate::format::tree::Extent;
-use crate::format::{Id, Timestamp, aad, decode, encode};
+use crate::format::{Id, Timestamp, aad, decode_lenient, encode};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CachedFile {
@@ -50,7 +50,7 @@ impl FilesCache {
             crate::warn("the files cache is damaged; every file will be read again");
             return FilesCache::default();
         };
-        decode(&plain, "the files cache").unwrap_or_default()
+        decode_lenient(&plain, "the files cache").unwrap_or_default()
     }
 
     pub fn save(&self, cache: &Cache, repo: &Id, subkey: &SecretKey, host: &str, paths: &[Vec<u8>]) {

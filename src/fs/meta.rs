@@ -17,14 +17,6 @@ pub fn cpath(p: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// The extended attributes of a path (not following a symlink), sorted.
 pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = cpath(path)?;
@@ -66,48 +58,6 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
-}
-
-pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let c = cpath(path)?;
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
-    // SAFETY: valid C strings and a buffer described by pointer and length.
-    check(unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
-}
-
-pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: a valid C string.
-    check(unsafe { libc::lchown(c.as_ptr(), uid, gid) })
-}
-
-pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: a valid C string.
-    check(unsafe { libc::chmod(c.as_ptr(), mode & 0o7777) })
-}
-
-pub fn set_times(path: &Path, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
-    let c = cpath(path)?;
-    let ts = [
-        libc::timespec {
-            tv_sec: atime.sec,
-            tv_nsec: atime.nsec as _,
-        },
-        libc::timespec {
-            tv_sec: mtime.sec,
-            tv_nsec: mtime.nsec as _,
-        },
-    ];
-    // SAFETY: a valid C string and a two-element timespec array.
-    check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
-}
-
-pub fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: a valid C string.
-    check(unsafe { libc::mknod(c.as_ptr(), mode, rdev as libc::dev_t) })
 }
 
 /// Maps uid/gid to names, remembering answers.

@@ -2,6 +2,7 @@
 //! backup, and writing them back exactly on restore.
 
 pub mod backup;
+pub mod beneath;
 pub mod exclude;
 pub mod filescache;
 pub mod meta;

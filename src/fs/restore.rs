@@ -2,17 +2,22 @@
 //! its holes, owners, modes (setuid/setgid/sticky included), xattrs and
 //! ACLs, nanosecond times, hard links, devices and fifos.
 //!
-//! Three passes: walk the trees in order (creating directories and deciding
-//! which entry of each hard-link group is written), write files and special
-//! entries in parallel, then link the rest of each group and set directory
-//! metadata deepest first. A damaged blob fails only the files that use it.
+//! Every entry is made relative to a directory descriptor below the target
+//! (see [`super::beneath`]): no symlink is ever followed, whether a snapshot
+//! restored it or it was already in the target, so no tree can make restore
+//! write outside its target.
+//!
+//! Passes: walk the trees in order, making directories and deciding which
+//! entry of each hard-link group is written; write files and special
+//! entries in parallel, a directory at a time; link the rest of each group;
+//! set directory metadata deepest first. A damaged blob or tree fails only
+//! the entries that use it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::OpenOptions;
-use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,35 +25,53 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, anyhow};
 use rayon::prelude::*;
 
-use crate::format::Id;
 use crate::format::tree::{Extent, Node, NodeKind};
 use crate::repository::reader::Reader;
 
-use super::meta;
+use super::beneath::{self, Entry, Replaced};
 
 pub struct Restorer<'a> {
     reader: &'a Reader<'a>,
+    /// The directory everything is restored below, and how it is shown.
+    base: BorrowedFd<'a>,
+    shown: PathBuf,
     as_root: bool,
     errors: Mutex<Vec<String>>,
     pub files: AtomicU64,
     pub bytes: AtomicU64,
 }
 
+/// One directory below the base, and what goes into it.
+struct Dir {
+    rel: PathBuf,
+    /// Its own node, whose metadata is set last; `None` for the base and
+    /// the directories leading to a restored path.
+    node: Option<Node>,
+    entries: Vec<Node>,
+}
+
+/// A hard link to make once every entry is written.
+struct Link {
+    dir: usize,
+    name: Vec<u8>,
+    to_dir: usize,
+    to_name: Vec<u8>,
+}
+
+#[derive(Default)]
 struct Plan {
-    /// Entries to write, with their destination.
-    entries: Vec<(PathBuf, Node)>,
-    /// Hard links to make after the entries: (new path, existing path).
-    links: Vec<(PathBuf, PathBuf)>,
-    /// Directories whose metadata is set last, in creation order.
-    dirs: Vec<(PathBuf, Node)>,
+    dirs: Vec<Dir>,
+    links: Vec<Link>,
 }
 
 impl<'a> Restorer<'a> {
-    pub fn new(reader: &'a Reader<'a>) -> Self {
+    pub fn new(reader: &'a Reader<'a>, base: BorrowedFd<'a>, shown: &Path) -> Self {
         // SAFETY: geteuid cannot fail.
         let as_root = unsafe { libc::geteuid() } == 0;
         Restorer {
             reader,
+            base,
+            shown: shown.to_path_buf(),
             as_root,
             errors: Mutex::new(Vec::new()),
             files: AtomicU64::new(0),
@@ -60,135 +83,245 @@ impl<'a> Restorer<'a> {
         self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn error(&self, path: &Path, err: &anyhow::Error) {
-        let msg = format!("restoring {}: {err:#}", path.display());
+    fn show(&self, rel: &Path) -> PathBuf {
+        self.shown.join(rel)
+    }
+
+    fn error(&self, rel: &Path, err: &anyhow::Error) {
+        let msg = format!("restoring {}: {err:#}", self.show(rel).display());
         eprintln!("error: {msg}");
         self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
     }
 
-    /// Restores `node` (a directory's entries when it is a directory) at `dest`.
-    pub fn restore(&self, node: &Node, dest: &Path) -> Result<()> {
-        let mut plan = Plan {
+    fn replaced(&self, rel: &Path, r: Replaced) {
+        match r {
+            Replaced::Nothing => {}
+            Replaced::Symlink(target) => crate::warn(&format!(
+                "{}: replaced the symlink that was there (to {}) instead of following it",
+                self.show(rel).display(),
+                String::from_utf8_lossy(&target).escape_debug()
+            )),
+            Replaced::Other => {}
+        }
+    }
+
+    /// Restores the entries of directory `node` into the base directory
+    /// itself (the snapshot root, or `SNAPSHOT:DIR` onto a target that is
+    /// that directory's place), leaving the base's own metadata alone.
+    pub fn restore_into_base(&self, node: &Node) -> Result<()> {
+        let mut plan = Plan::default();
+        plan.dirs.push(Dir {
+            rel: PathBuf::new(),
+            node: None,
             entries: Vec::new(),
-            links: Vec::new(),
-            dirs: Vec::new(),
-        };
-        let mut seen = HashMap::new();
-        self.plan(node, dest, &mut plan, &mut seen)?;
-        let failed = Mutex::new(std::collections::HashSet::new());
-        plan.entries.par_iter().for_each(|(path, node)| {
-            if let Err(e) = self.write_entry(path, node) {
-                self.error(path, &e);
-                failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(path.clone());
+        });
+        self.plan_from((0, node.clone()), &mut plan);
+        self.run(plan)
+    }
+
+    /// Restores `node` as entry `rel` below the base, making the
+    /// directories that lead to it (without metadata) as needed.
+    pub fn restore_at(&self, node: &Node, rel: &Path) -> Result<()> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().context("the restore path has no name")?;
+        let mut fd = beneath::open_dir(self.base, Path::new(""))?;
+        let mut walked = PathBuf::new();
+        for c in parent.iter() {
+            walked.push(c);
+            let r = beneath::make_dir(fd.as_fd(), c)
+                .with_context(|| format!("making {}", self.show(&walked).display()))?;
+            self.replaced(&walked, r);
+            fd = beneath::open_dir(self.base, &walked)
+                .with_context(|| format!("opening {}", self.show(&walked).display()))?;
+        }
+        let mut plan = Plan::default();
+        plan.dirs.push(Dir {
+            rel: parent.to_path_buf(),
+            node: None,
+            entries: Vec::new(),
+        });
+        let mut renamed = node.clone();
+        renamed.name = name.as_bytes().to_vec();
+        if let Some(sub) = self.add(renamed, 0, &mut plan, &mut HashMap::new(), Some(fd.as_fd())) {
+            self.plan_from(sub, &mut plan);
+        }
+        self.run(plan)
+    }
+
+    fn run(&self, plan: Plan) -> Result<()> {
+        let failed: Mutex<HashSet<(usize, Vec<u8>)>> = Mutex::new(HashSet::new());
+        plan.dirs.par_iter().enumerate().for_each(|(i, dir)| {
+            if dir.entries.is_empty() {
+                return;
             }
+            let fd = match beneath::open_dir(self.base, &dir.rel) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.error(&dir.rel, &anyhow!(e).context("opening the directory"));
+                    let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
+                    f.extend(dir.entries.iter().map(|n| (i, n.name.clone())));
+                    return;
+                }
+            };
+            dir.entries.par_iter().for_each(|node| {
+                let rel = dir.rel.join(OsStr::from_bytes(&node.name));
+                if let Err(e) = self.write_entry(fd.as_fd(), &rel, node) {
+                    self.error(&rel, &e);
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((i, node.name.clone()));
+                }
+            });
         });
         let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (new, existing) in &plan.links {
-            if failed.contains(existing) {
+        for l in &plan.links {
+            let rel = plan.dirs[l.dir].rel.join(OsStr::from_bytes(&l.name));
+            let to = plan.dirs[l.to_dir].rel.join(OsStr::from_bytes(&l.to_name));
+            if failed.contains(&(l.to_dir, l.to_name.clone())) {
                 // A link to a damaged file would be damaged too: say so.
-                self.error(
-                    new,
-                    &anyhow!("its hard link {} could not be restored", existing.display()),
-                );
+                let e = anyhow!("its hard link {} could not be restored", self.show(&to).display());
+                self.error(&rel, &e);
                 continue;
             }
-            if let Err(e) = std::fs::hard_link(existing, new) {
-                self.error(
-                    new,
-                    &anyhow!(e).context(format!("linking to {}", existing.display())),
-                );
+            let linked = beneath::open_dir(self.base, &plan.dirs[l.to_dir].rel).and_then(|from| {
+                let dir = beneath::open_dir(self.base, &plan.dirs[l.dir].rel)?;
+                beneath::link(
+                    from.as_fd(),
+                    OsStr::from_bytes(&l.to_name),
+                    dir.as_fd(),
+                    OsStr::from_bytes(&l.name),
+                )
+            });
+            match linked {
+                Ok(r) => self.replaced(&rel, r),
+                Err(e) => self.error(
+                    &rel,
+                    &anyhow!(e).context(format!("linking to {}", self.show(&to).display())),
+                ),
             }
         }
-        for (path, node) in plan.dirs.iter().rev() {
-            if let Err(e) = self.set_metadata(path, node) {
-                self.error(path, &e);
+        for dir in plan.dirs.iter().rev() {
+            if let Some(node) = &dir.node
+                && let Err(e) = beneath::open_dir(self.base, &dir.rel)
+                    .map_err(|e| anyhow!(e).context("opening the directory"))
+                    .and_then(|fd| self.set_metadata(&Entry::Open(fd.as_fd()), node))
+            {
+                self.error(&dir.rel, &e);
             }
         }
         Ok(())
     }
 
-    fn plan(
+    /// Walks a directory's tree, adding its entries to its directory of
+    /// the plan and making subdirectories as it goes.
+    fn plan_from(&self, start: (usize, Node), plan: &mut Plan) {
+        let mut seen = HashMap::new();
+        // (the directory's index in the plan, its node): an explicit stack,
+        // so no tree is deep enough to exhaust ours.
+        let mut stack = vec![start];
+        while let Some((dir, node)) = stack.pop() {
+            let Some(tree_id) = node.subtree else { continue };
+            let tree = match self.reader.read_tree(&tree_id) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.error(&plan.dirs[dir].rel, &e.context("reading its directory listing"));
+                    continue;
+                }
+            };
+            let fd = if tree.nodes.iter().any(|n| n.kind == NodeKind::Dir) {
+                match beneath::open_dir(self.base, &plan.dirs[dir].rel) {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        self.error(&plan.dirs[dir].rel, &anyhow!(e).context("opening the directory"));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            for child in tree.nodes {
+                let parent = fd.as_ref().map(|f| f.as_fd());
+                if let Some(sub) = self.add(child, dir, plan, &mut seen, parent) {
+                    stack.push(sub);
+                }
+            }
+        }
+    }
+
+    /// Adds one entry to directory `dir` of the plan. A directory is made
+    /// now and returned, to be walked; the rest are written later.
+    fn add(
         &self,
-        node: &Node,
-        dest: &Path,
+        node: Node,
+        dir: usize,
         plan: &mut Plan,
-        seen: &mut HashMap<(u64, u64), PathBuf>,
-    ) -> Result<()> {
+        seen: &mut HashMap<(u64, u64), (usize, Vec<u8>)>,
+        parent: Option<BorrowedFd>,
+    ) -> Option<(usize, Node)> {
+        let rel = plan.dirs[dir].rel.join(OsStr::from_bytes(&node.name));
         if node.kind != NodeKind::Dir {
             if node.nlink > 1 && node.inode != 0 {
-                if let Some(first) = seen.get(&(node.dev, node.inode)) {
-                    plan.links.push((dest.to_path_buf(), first.clone()));
-                    return Ok(());
+                if let Some((to_dir, to_name)) = seen.get(&(node.dev, node.inode)) {
+                    plan.links.push(Link {
+                        dir,
+                        name: node.name.clone(),
+                        to_dir: *to_dir,
+                        to_name: to_name.clone(),
+                    });
+                    return None;
                 }
-                seen.insert((node.dev, node.inode), dest.to_path_buf());
+                seen.insert((node.dev, node.inode), (dir, node.name.clone()));
             }
-            plan.entries.push((dest.to_path_buf(), node.clone()));
-            return Ok(());
+            plan.dirs[dir].entries.push(node);
+            return None;
         }
-        if let Err(e) = std::fs::create_dir(dest)
-            && (e.kind() != io::ErrorKind::AlreadyExists || !dest.is_dir())
-        {
-            self.error(dest, &anyhow!(e).context("creating the directory"));
-            return Ok(());
-        }
-        // The snapshot's root is synthetic: the target keeps its own metadata.
-        if !node.name.is_empty() {
-            plan.dirs.push((dest.to_path_buf(), node.clone()));
-        }
-        let Some(tree_id) = node.subtree else {
-            return Ok(());
+        let name = OsStr::from_bytes(&node.name);
+        let made = match parent {
+            Some(fd) => beneath::make_dir(fd, name),
+            None => beneath::open_dir(self.base, &plan.dirs[dir].rel)
+                .and_then(|fd| beneath::make_dir(fd.as_fd(), name)),
         };
-        let tree = match self.reader.read_tree(&tree_id) {
-            Ok(t) => t,
+        match made {
+            Ok(r) => self.replaced(&rel, r),
             Err(e) => {
-                self.error(dest, &e.context("reading its directory listing"));
-                return Ok(());
+                self.error(&rel, &anyhow!(e).context("creating the directory"));
+                return None;
             }
-        };
-        for child in &tree.nodes {
-            if child.name.is_empty()
-                || child.name == b"."
-                || child.name == b".."
-                || child.name.contains(&b'/')
-            {
-                self.error(
-                    dest,
-                    &anyhow!(
-                        "tree {tree_id} holds an invalid name {:?}",
-                        String::from_utf8_lossy(&child.name)
-                    ),
-                );
-                continue;
-            }
-            self.plan(child, &dest.join(OsStr::from_bytes(&child.name)), plan, seen)?;
         }
-        Ok(())
+        plan.dirs.push(Dir {
+            rel,
+            node: Some(node.clone()),
+            entries: Vec::new(),
+        });
+        Some((plan.dirs.len() - 1, node))
     }
 
-    fn write_entry(&self, path: &Path, node: &Node) -> Result<()> {
+    fn write_entry(&self, dir: BorrowedFd, rel: &Path, node: &Node) -> Result<()> {
+        let name = OsStr::from_bytes(&node.name);
         match node.kind {
-            NodeKind::File => self.write_file(path, node)?,
-            NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path)
-                .context("creating the symlink")?,
+            NodeKind::File => {
+                let (fd, r) = beneath::create_file(dir, name).context("creating the file")?;
+                self.replaced(rel, r);
+                self.write_file(&fd, node)?;
+                self.set_metadata(&Entry::Open(fd.as_fd()), node)
+            }
+            NodeKind::Symlink => {
+                let r = beneath::create_symlink(dir, name, &node.target).context("creating the symlink")?;
+                self.replaced(rel, r);
+                self.set_metadata(&Entry::At(dir, name), node)
+            }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
-                meta::mknod(path, node.mode, node.rdev).context("creating the special file")?
+                let r = beneath::create_special(dir, name, node).context("creating the special file")?;
+                self.replaced(rel, r);
+                self.set_metadata(&Entry::At(dir, name), node)
             }
             NodeKind::Dir => unreachable!("directories are planned separately"),
         }
-        self.set_metadata(path, node)
     }
 
-    fn write_file(&self, path: &Path, node: &Node) -> Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .context("creating the file")?;
+    fn write_file(&self, fd: &OwnedFd, node: &Node) -> Result<()> {
+        let f = std::fs::File::from(fd.try_clone().context("duplicating a descriptor")?);
         let mut offsets = Vec::with_capacity(node.content.len());
         let mut off = 0u64;
         for e in &node.content {
@@ -200,7 +333,7 @@ impl<'a> Restorer<'a> {
             .zip(offsets.par_iter())
             .try_for_each(|(e, &at)| -> Result<()> {
                 if let Extent::Data { id, len } = e {
-                    let data = self.read_data(id)?;
+                    let data = self.reader.read_blob(id, true)?;
                     if data.len() != *len as usize {
                         return Err(anyhow!(
                             "blob {id} holds {} bytes, the tree says {len}",
@@ -219,37 +352,30 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
-    fn read_data(&self, id: &Id) -> Result<Vec<u8>> {
-        self.reader.read_blob(id, true)
-    }
-
     /// Owner, xattrs, mode, times: in that order, since chown clears
     /// setuid/setgid and ACLs touch the group bits.
-    fn set_metadata(&self, path: &Path, node: &Node) -> Result<()> {
+    fn set_metadata(&self, entry: &Entry, node: &Node) -> Result<()> {
         if self.as_root {
-            meta::lchown(path, node.uid, node.gid).context("setting the owner")?;
+            beneath::set_owner(entry, node.uid, node.gid).context("setting the owner")?;
         }
         for (name, value) in &node.xattrs {
-            if let Err(e) = meta::set_xattr(path, name, value) {
-                let n = String::from_utf8_lossy(name);
+            if let Err(e) = beneath::set_xattr(entry, name, value) {
+                let n = String::from_utf8_lossy(name).escape_debug().to_string();
                 let denied = matches!(
                     e.raw_os_error(),
                     Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
                 );
                 if denied && !self.as_root {
-                    crate::warn(&format!(
-                        "{}: extended attribute {n} not restored: {e}",
-                        path.display()
-                    ));
+                    crate::warn(&format!("extended attribute {n} not restored: {e}"));
                 } else {
                     return Err(anyhow!(e).context(format!("setting extended attribute {n}")));
                 }
             }
         }
         if node.kind != NodeKind::Symlink {
-            meta::chmod(path, node.mode).context("setting the mode")?;
+            beneath::set_mode(entry, node.mode).context("setting the mode")?;
         }
-        meta::set_times(path, node.atime, node.mtime).context("setting the times")?;
+        beneath::set_times(entry, node).context("setting the times")?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::cache::Cache;
 use crate::crypto::subkeys::hmac;
 use crate::format::tree::Tree;
-use crate::format::{BlobKind, Id, decode};
+use crate::format::{BlobKind, Id};
 use crate::keys::FullKey;
 
 use super::Repository;
@@ -89,7 +89,7 @@ impl<'a> Reader<'a> {
             bail!("blob {id} is not a tree");
         }
         let bytes = self.read_blob(id, true)?;
-        decode(&bytes, &format!("tree {id}"))
+        Tree::decode(&bytes, &format!("tree {id}"))
     }
 }
 
