@@ -60,15 +60,28 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     }
 
     say("checking key envelopes");
-    let mut runs: HashSet<RunId> = HashSet::new();
+    let mut envelopes: HashMap<RunId, Vec<Id>> = HashMap::new();
     for l in repo.backend.list(Kind::Keys)? {
         match runkeys::read_envelope(&repo, &shared.root_public, &l.name) {
-            Ok((_, env)) => {
-                runs.insert(env.run_id);
-            }
+            Ok((id, env)) => envelopes.entry(env.run_id).or_default().push(id),
             Err(e) => report.error(format!("{e:#}")),
         }
     }
+    for (run, ids) in &envelopes {
+        if ids.len() > 1 {
+            let names: Vec<String> = ids.iter().map(Id::to_hex).collect();
+            report.error(format!(
+                "run {run} has {} key envelopes ({}); none is used",
+                ids.len(),
+                names.join(", ")
+            ));
+        }
+    }
+    let runs: HashSet<RunId> = envelopes
+        .iter()
+        .filter(|(_, ids)| ids.len() == 1)
+        .map(|(run, _)| *run)
+        .collect();
 
     say("checking the index and packs");
     let index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id(), &cache)?;

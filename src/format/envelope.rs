@@ -37,6 +37,8 @@ pub struct Wrapped {
 pub struct Envelope {
     pub format: u16,
     pub repo_id: Id,
+    /// With the signer's key, determines `run_id` (see [`bound_run_id`]).
+    pub run_salt: [u8; 16],
     pub run_id: RunId,
     pub created: i64,
     pub signer: Signer,
@@ -51,4 +53,15 @@ pub fn run_keys_label(repo_id: &Id, run_id: &RunId) -> Vec<u8> {
     l.extend_from_slice(&repo_id.0);
     l.extend_from_slice(&run_id.0);
     l
+}
+
+/// A run id bound to the key that signs the run's objects: the first 16
+/// bytes of SHA-256(type name ‖ the signing key's fingerprint ‖ salt). No
+/// other signer can make an envelope or manifest that names this run.
+pub fn bound_run_id(signer_key: &[u8; 32], salt: &[u8; 16]) -> RunId {
+    let mut m = b"strongroom/v1/run-id\0".to_vec();
+    m.extend_from_slice(signer_key);
+    m.extend_from_slice(salt);
+    let h = crate::crypto::sha256(&m);
+    RunId(h[..16].try_into().expect("16 of 32 bytes"))
 }

@@ -12,6 +12,8 @@ pub const SIGNED_TYPE: &str = "strongroom/v1/snapshot";
 pub struct Manifest {
     pub format: u16,
     pub repo_id: Id,
+    /// Binds `run_id` to the signer, as in the run's key envelope.
+    pub run_salt: [u8; 16],
     pub run_id: RunId,
     pub signer: Signer,
     /// A sealed [`Catalog`].

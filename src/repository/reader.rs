@@ -24,11 +24,9 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub fn open(repo: &'a Repository, key: &'a FullKey, cache: &'a Cache) -> Result<Reader<'a>> {
         let index = Index::load(repo.backend.as_ref(), &key.shared.subkeys, &repo.id(), cache)?;
+        // A run's keys are unwrapped when one of its blobs is first read:
+        // only the runs a command touches cost RSA work.
         let keyring = Keyring::new(repo, key, cache)?;
-        // Every run's keys, unwrapped once and in parallel (later from the
-        // cache directory), so reads never wait on RSA.
-        let runs: std::collections::HashSet<_> = index.blobs().map(|l| l.entry.run).collect();
-        keyring.preload(&runs.into_iter().collect::<Vec<_>>());
         Ok(Reader {
             repo,
             key,

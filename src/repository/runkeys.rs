@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use zeroize::Zeroizing;
+
 use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 
@@ -23,6 +25,8 @@ use super::trust::{self, RunSigner};
 /// One run's data and metadata keys.
 pub struct RunKeys {
     pub run: RunId,
+    /// Binds `run` to the run's signing key (see `envelope::bound_run_id`).
+    pub salt: [u8; 16],
     data: SecretKey,
     meta: SecretKey,
     budget: NonceBudget,
@@ -35,9 +39,12 @@ fn blob_aad(kind: BlobKind, id: &Id, repo_id: &Id) -> Vec<u8> {
 }
 
 impl RunKeys {
-    pub fn new() -> Result<RunKeys> {
+    /// Fresh keys for a run signed by the key with this fingerprint.
+    pub fn new(signer_key: &[u8; 32]) -> Result<RunKeys> {
+        let salt = random_array()?;
         Ok(RunKeys {
-            run: RunId(random_array()?),
+            run: envelope::bound_run_id(signer_key, &salt),
+            salt,
             data: SecretKey::random()?,
             meta: SecretKey::random()?,
             budget: NonceBudget::default(),
@@ -78,6 +85,7 @@ impl RunKeys {
         }
         Some(RunKeys {
             run,
+            salt: [0; 16],
             data: SecretKey::from_slice(&b[..32])?,
             meta: SecretKey::from_slice(&b[32..])?,
             budget: NonceBudget::default(),
@@ -101,6 +109,7 @@ impl RunKeys {
         let env = Envelope {
             format: FORMAT_VERSION,
             repo_id: repo.id(),
+            run_salt: self.salt,
             run_id: self.run,
             created: Timestamp::now().sec,
             signer: signer.signer.clone(),
@@ -117,17 +126,29 @@ impl RunKeys {
     }
 }
 
-type Envelopes = HashMap<RunId, (Id, Envelope)>;
+/// Every envelope that verifies and is bound to its signer, by run. More
+/// than one for a run (which only that run's own signer can make) makes the
+/// run unreadable rather than letting either one win.
+type Envelopes = HashMap<RunId, Vec<(Id, Envelope)>>;
 
-/// A reader's run keys: unwrapped on first use, then kept in memory and,
-/// sealed under a key derived from the full key, in the cache directory.
+/// A run's keys as remembered in the cache directory: unwrapped from
+/// `envelope`, or the unwrap failed (remembered, so a hostile envelope is
+/// not an RSA-decryption oracle that answers on every start).
+const CACHED_KEYS: u8 = 1;
+const CACHED_FAILURE: u8 = 0;
+
+type Slot = Arc<OnceLock<Result<Arc<RunKeys>, String>>>;
+
+/// A reader's run keys: unwrapped the first time a run is needed (once per
+/// run, however many threads ask), then kept in memory and, sealed under a
+/// key derived from the full key, in the cache directory.
 pub struct Keyring<'a> {
     repo: &'a Repository,
     key: &'a FullKey,
     cache: &'a Cache,
     cache_key: SecretKey,
     envelopes: OnceLock<Result<Envelopes, String>>,
-    keys: Mutex<HashMap<RunId, Arc<RunKeys>>>,
+    runs: Mutex<HashMap<RunId, Slot>>,
 }
 
 impl<'a> Keyring<'a> {
@@ -139,12 +160,12 @@ impl<'a> Keyring<'a> {
             cache,
             cache_key: derive_from(&der, "run-keys-cache"),
             envelopes: OnceLock::new(),
-            keys: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Every verified envelope, by run. Unverifiable ones are left out: the
-    /// runs they name cannot be read, and `check` reports them.
+    /// Every verified envelope, by run. Refused ones are left out: the runs
+    /// they name cannot be read, and `check` reports them.
     fn envelopes(&self) -> Result<&Envelopes> {
         let r = self.envelopes.get_or_init(|| {
             let names = self.repo.backend.list(Kind::Keys).map_err(|e| format!("{e:#}"))?;
@@ -152,48 +173,80 @@ impl<'a> Keyring<'a> {
                 .par_iter()
                 .filter_map(|l| read_envelope(self.repo, &self.key.shared.root_public, &l.name).ok())
                 .collect();
-            Ok(found.into_iter().map(|(id, e)| (e.run_id, (id, e))).collect())
+            let mut by_run: Envelopes = HashMap::new();
+            for (id, e) in found {
+                by_run.entry(e.run_id).or_default().push((id, e));
+            }
+            Ok(by_run)
         });
         r.as_ref()
             .map_err(|e| anyhow!("listing the key envelopes failed: {e}"))
     }
 
-    /// Unwraps, in parallel, the keys of every run not yet in memory.
-    /// Failures are left for the reads that need those runs to report.
-    pub fn preload(&self, runs: &[RunId]) {
-        runs.par_iter().for_each(|r| {
-            let _ = self.get(r);
-        });
-    }
-
+    /// The keys of a run, unwrapping them on first use.
     pub fn get(&self, run: &RunId) -> Result<Arc<RunKeys>> {
-        if let Some(k) = self.keys.lock().unwrap_or_else(|e| e.into_inner()).get(run) {
-            return Ok(k.clone());
-        }
-        let keys = Arc::new(self.load(run)?);
-        self.keys
+        let slot = self
+            .runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(*run, keys.clone());
-        Ok(keys)
+            .entry(*run)
+            .or_default()
+            .clone();
+        slot.get_or_init(|| self.load(run).map(Arc::new).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow!(e))
     }
 
     fn cache_aad(&self, run: &RunId) -> Vec<u8> {
         aad("run-keys-cache", &self.repo.id(), &run.0)
     }
 
-    fn load(&self, run: &RunId) -> Result<RunKeys> {
-        let cache_name = format!("runkeys/{run}");
-        if let Some(sealed) = self.cache.get(&self.repo.id(), &cache_name)
-            && let Ok(plain) = aead::open(&self.cache_key, &self.cache_aad(run), &sealed)
-            && let Some(k) = RunKeys::from_secret_bytes(*run, &plain)
-        {
-            return Ok(k);
+    fn remember(&self, run: &RunId, what: u8, envelope: &Id, keys: &[u8]) {
+        let mut plain = Zeroizing::new(vec![what]);
+        plain.extend_from_slice(&envelope.0);
+        plain.extend_from_slice(keys);
+        if let Ok(sealed) = aead::seal(&self.cache_key, &self.cache_aad(run), &plain) {
+            self.cache
+                .put(&self.repo.id(), &format!("runkeys/{run}"), &sealed);
         }
-        let (env_id, env) = self
-            .envelopes()?
-            .get(run)
-            .ok_or_else(|| anyhow!("no verified key envelope exists for run {run}"))?;
+    }
+
+    fn load(&self, run: &RunId) -> Result<RunKeys> {
+        if let Some(sealed) = self.cache.get(&self.repo.id(), &format!("runkeys/{run}"))
+            && let Ok(plain) = aead::open(&self.cache_key, &self.cache_aad(run), &sealed)
+        {
+            let plain = Zeroizing::new(plain);
+            if let Some((&what, rest)) = plain.split_first()
+                && rest.len() >= 32
+            {
+                let envelope = Id(rest[..32].try_into().expect("32 bytes"));
+                match what {
+                    CACHED_KEYS => {
+                        if let Some(k) = RunKeys::from_secret_bytes(*run, &rest[32..]) {
+                            return Ok(k);
+                        }
+                    }
+                    CACHED_FAILURE => bail!(
+                        "the keys of run {run} could not be unwrapped from key envelope {envelope} \
+                         (remembered from an earlier attempt; that envelope is damaged or forged)"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        let envelopes = self.envelopes()?;
+        let (env_id, env) = match envelopes.get(run).map(Vec::as_slice) {
+            Some([one]) => one,
+            Some(many) => bail!(
+                "run {run} has {} key envelopes ({}): none is used",
+                many.len(),
+                many.iter()
+                    .map(|(id, _)| id.to_hex())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => bail!("no verified key envelope exists for run {run}"),
+        };
         let me = self.key.encryption.public().fingerprint();
         let wrapped = env
             .wrapped
@@ -201,22 +254,26 @@ impl<'a> Keyring<'a> {
             .find(|w| w.recipient == me)
             .ok_or_else(|| anyhow!("key envelope {env_id} of run {run} is not wrapped for this key"))?;
         let label = run_keys_label(&self.repo.id(), run);
-        let plain = self
+        let unwrapped = self
             .key
             .encryption
             .unwrap(&label, &wrapped.ciphertext)
-            .with_context(|| format!("key envelope {env_id} of run {run}"))?;
-        let keys = RunKeys::from_secret_bytes(*run, &plain)
-            .ok_or_else(|| anyhow!("key envelope {env_id} of run {run} holds malformed keys"))?;
-        if let Ok(sealed) = aead::seal(&self.cache_key, &self.cache_aad(run), &plain) {
-            self.cache.put(&self.repo.id(), &cache_name, &sealed);
-        }
+            .ok()
+            .and_then(|plain| RunKeys::from_secret_bytes(*run, &plain).map(|k| (k, plain)));
+        let Some((keys, plain)) = unwrapped else {
+            self.remember(run, CACHED_FAILURE, env_id, &[]);
+            bail!(
+                "the keys of run {run} could not be unwrapped from key envelope {env_id}: it is damaged or forged"
+            );
+        };
+        self.remember(run, CACHED_KEYS, env_id, &plain);
         Ok(keys)
     }
 }
 
 /// Reads an envelope and verifies its signature (before anything in it is
-/// decrypted) and that it belongs to this repository.
+/// decrypted), that its run id is bound to its signer, and that it belongs
+/// to this repository.
 pub fn read_envelope(
     repo: &Repository,
     root: &crate::crypto::pk::PublicKey,
@@ -229,12 +286,13 @@ pub fn read_envelope(
     }
     let signed: Signed = decode(&bytes, &format!("key envelope {name}"))?;
     let env: Envelope = decode(&signed.body, &format!("key envelope {name}"))?;
-    trust::verify(
+    trust::verify_run(
         root,
         &env.signer,
         envelope::SIGNED_TYPE,
-        &signed.body,
-        &signed.signature,
+        &signed,
+        &env.run_id,
+        &env.run_salt,
     )
     .with_context(|| format!("key envelope {name} is refused"))?;
     if env.repo_id != repo.id() {

@@ -41,7 +41,7 @@ pub fn write(
     repo: &Repository,
     shared: &Shared,
     signer: &RunSigner,
-    run: RunId,
+    (run, run_salt): (RunId, [u8; 16]),
     catalog: &Catalog,
 ) -> Result<Id> {
     let sealed = aead::seal_salted(
@@ -52,6 +52,7 @@ pub fn write(
     let m = Manifest {
         format: FORMAT_VERSION,
         repo_id: repo.id(),
+        run_salt,
         run_id: run,
         signer: signer.signer.clone(),
         catalog: sealed,
@@ -77,12 +78,13 @@ pub fn read(repo: &Repository, shared: &Shared, name: &str) -> Result<Snapshot> 
     }
     let signed: Signed = decode(&bytes, "the manifest")?;
     let m: Manifest = decode(&signed.body, "the manifest")?;
-    let signed_by = trust::verify(
+    let signed_by = trust::verify_run(
         &shared.root_public,
         &m.signer,
         manifest::SIGNED_TYPE,
-        &signed.body,
-        &signed.signature,
+        &signed,
+        &m.run_id,
+        &m.run_salt,
     )?;
     if m.repo_id != repo.id() {
         bail!("it belongs to another repository");

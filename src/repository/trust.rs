@@ -48,6 +48,36 @@ pub fn verify(
     }
 }
 
+/// The SHA-256 fingerprint of the key that signs for `signer`: the root
+/// key's, or the certified writer key's (the certificate is not verified
+/// here; [`verify`] does that).
+pub fn signer_key(root: &PublicKey, signer: &Signer) -> Result<[u8; 32]> {
+    Ok(match signer {
+        Signer::Root => root.fingerprint(),
+        Signer::Writer(cert) => {
+            let c: WriterCertificate = decode(&cert.body, "a writer certificate")?;
+            crate::crypto::sha256(&c.public_key)
+        }
+    })
+}
+
+/// Verifies a signed object as [`verify`] does, and that the run it names
+/// is bound to its signer (see `format::envelope::bound_run_id`).
+pub fn verify_run(
+    root: &PublicKey,
+    signer: &Signer,
+    type_name: &str,
+    signed: &Signed,
+    run: &crate::format::RunId,
+    salt: &[u8; 16],
+) -> Result<SignedBy> {
+    let by = verify(root, signer, type_name, &signed.body, &signed.signature)?;
+    if crate::format::envelope::bound_run_id(&signer_key(root, signer)?, salt) != *run {
+        bail!("it names run {run}, which belongs to another signer");
+    }
+    Ok(by)
+}
+
 /// The key a run signs with, and how readers will know it.
 pub struct RunSigner<'a> {
     pub key: &'a PrivateKey,
@@ -73,6 +103,11 @@ impl<'a> RunSigner<'a> {
                 host: Some(k.host.clone()),
             },
         }
+    }
+
+    /// The fingerprint run ids are bound to.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.key.public().fingerprint()
     }
 
     pub fn sign(&self, type_name: &str, body: &[u8]) -> Result<Vec<u8>> {

@@ -65,7 +65,7 @@ impl<'a> Writer<'a> {
             index::write_index_file(repo.backend.as_ref(), &shared.subkeys, &repo.id(), recovered)?;
         }
         let signer = RunSigner::of(key);
-        let run = RunKeys::new()?;
+        let run = RunKeys::new(&signer.fingerprint())?;
         run.write_envelope(repo, &signer)?;
         Ok(Writer {
             repo,
@@ -199,7 +199,13 @@ impl<'a> Writer<'a> {
         }
         catalog.summary.bytes_added = self.bytes_added.load(Ordering::Relaxed);
         catalog.summary.blobs_added = self.blobs_added.load(Ordering::Relaxed);
-        let id = snapshots::write(self.repo, shared, &self.signer, self.run.run, &catalog)?;
+        let id = snapshots::write(
+            self.repo,
+            shared,
+            &self.signer,
+            (self.run.run, self.run.salt),
+            &catalog,
+        )?;
         Ok((id, catalog))
     }
 }
