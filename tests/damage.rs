@@ -4,8 +4,10 @@
 
 mod util;
 
+use std::path::Path;
+
 use strongroom::format::Id;
-use util::{Env, sample};
+use util::{Env, sample, under};
 
 /// Stores `bytes` in the repository under their content name.
 fn put(env: &Env, dir: &str, bytes: &[u8]) -> String {
@@ -19,8 +21,101 @@ fn put(env: &Env, dir: &str, bytes: &[u8]) -> String {
     name
 }
 
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated, the buffer is ours and its
+    // length is passed.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| String::from_utf8_lossy(&buf[..r as usize]).into_owned())
+}
+
 fn id_of(v: &serde_json::Value) -> String {
     v["snapshot_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_lost_pack_never_spreads_and_repair_keeps_what_survives() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    util::random_file(&src.join("kept.bin"), 9 << 20, 1);
+    util::random_file(&src.join("dir/gone.bin"), 9 << 20, 2);
+    std::fs::write(src.join("small.txt"), "small and fine\n").unwrap();
+    let first = id_of(&env.backup(&[&src]));
+    let gone = std::fs::read(src.join("dir/gone.bin")).unwrap();
+
+    // A full data pack is lost; one of its files is gone from the source.
+    let (pack, pack_name) = env.largest_pack();
+    std::fs::remove_file(&pack).unwrap();
+    std::fs::remove_file(src.join("dir/gone.bin")).unwrap();
+
+    // The next backup uploads what the lost pack held again: its snapshot
+    // restores completely.
+    let w = env.backup(&[&src]);
+    assert!(w["bytes_added"].as_u64().unwrap() > 1 << 20, "{w}");
+    let second = id_of(&w);
+    env.restore_matches(&second, &src);
+    let r = env.run(&["check"]).fails(1);
+    assert!(r.stderr().contains(&pack_name), "{}", r.stderr());
+
+    let r = env.run(&["repair", "index"]).ok();
+    assert!(
+        r.stdout().contains(&pack_name) && r.stdout().contains("missing"),
+        "{}",
+        r.stdout()
+    );
+    let r = env.run(&["repair", "snapshots", "--dry-run"]).ok();
+    assert!(r.stdout().contains("would be rewritten"), "{}", r.stdout());
+    assert_eq!(env.snapshots().as_array().unwrap().len(), 2);
+    let r = env.run(&["repair", "snapshots"]).ok();
+    let out = r.stdout();
+    assert!(
+        out.contains(&first[..8]) && out.contains("dir/gone.bin") && !out.contains(&second[..8]),
+        "{out}"
+    );
+
+    let snaps = env.snapshots();
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps.iter().all(|s| s["id"] != first.as_str()));
+    let repaired = snaps
+        .iter()
+        .find(|s| s["tags"] == serde_json::json!(["repaired"]))
+        .expect("a repaired snapshot");
+    assert_eq!(repaired["signed_by"], "root");
+    let repaired = repaired["id"].as_str().unwrap();
+
+    // Every snapshot restores as far as its data survives.
+    env.restore_matches(&second, &src);
+    let target = env.path("out-repaired");
+    env.run(&["restore", repaired, "--target", target.to_str().unwrap()])
+        .ok();
+    let kept = std::fs::read(under(&target, &src.join("kept.bin"))).unwrap();
+    assert_eq!(kept, std::fs::read(src.join("kept.bin")).unwrap());
+    assert_eq!(
+        xattr(&under(&target, &src.join("kept.bin")), "user.strongroom.damaged"),
+        None
+    );
+    let damaged = under(&target, &src.join("dir/gone.bin"));
+    let back = std::fs::read(&damaged).unwrap();
+    assert_eq!(back.len(), gone.len(), "a damaged file keeps its size");
+    assert!(back.iter().zip(&gone).all(|(b, g)| b == g || *b == 0));
+    let mark = xattr(&damaged, "user.strongroom.damaged").expect("the damaged file is marked");
+    let lost: u64 = mark.split(' ').next().unwrap().parse().unwrap();
+    let zeros_now = back.iter().zip(&gone).filter(|(b, g)| b != g).count() as u64;
+    assert!(
+        lost > 0 && lost <= gone.len() as u64 && lost >= zeros_now,
+        "{mark}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(under(&target, &src.join("small.txt"))).unwrap(),
+        "small and fine\n"
+    );
+    env.run(&["check", "--read-data"]).ok();
 }
 
 #[test]
