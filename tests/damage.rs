@@ -68,6 +68,9 @@ fn a_lost_pack_never_spreads_and_repair_keeps_what_survives() {
         "{}",
         r.stdout()
     );
+    let r = env.run(&["repair", "index"]).ok();
+    assert!(r.stdout().contains("nothing to repair"), "{}", r.stdout());
+    env.writer(&["repair", "snapshots"]).fails(2);
     let r = env.run(&["repair", "snapshots", "--dry-run"]).ok();
     assert!(r.stdout().contains("would be rewritten"), "{}", r.stdout());
     assert_eq!(env.snapshots().as_array().unwrap().len(), 2);
@@ -239,4 +242,69 @@ fn stray_objects_under_packs_are_named_by_check() {
     assert!(!r.stderr().contains("not indexed yet"), "{}", r.stderr());
     env.backup(&[&src]);
     env.restore_matches("latest", &src);
+}
+
+#[test]
+fn a_blob_whose_first_location_fails_is_read_from_the_next() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    // Index entries (written with the real index subkey) that place every
+    // blob first in a pack that does not exist, as a lost pack's entries
+    // would: the reader must go on to the real location.
+    let key = strongroom::keys::load(&env.keys.full, &Default::default()).unwrap();
+    let shared = key.shared();
+    let backend = strongroom::backend::open(env.repo().to_str().unwrap()).unwrap();
+    let repo = strongroom::repository::Repository::open(backend.clone(), shared).unwrap();
+    let real: Vec<String> = env
+        .repo_objects("index")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    let mut lost = Vec::new();
+    for name in &real {
+        let file = strongroom::repository::index::read_index_file(
+            backend.as_ref(),
+            &shared.subkeys,
+            &repo.id(),
+            name,
+        )
+        .unwrap();
+        for (i, mut p) in file.packs.into_iter().enumerate() {
+            p.pack = Id([i as u8; 32]);
+            lost.push(p);
+        }
+    }
+    // Index files are read in name order: keep the one that sorts first.
+    let first = real.iter().min().unwrap().clone();
+    let written = (0..200)
+        .find_map(|_| {
+            let id = strongroom::repository::index::write_index_file(
+                backend.as_ref(),
+                &shared.subkeys,
+                &repo.id(),
+                lost.clone(),
+            )
+            .unwrap()
+            .to_hex();
+            if id < first {
+                Some(id)
+            } else {
+                std::fs::remove_file(env.repo().join("index").join(&id)).unwrap();
+                None
+            }
+        })
+        .expect("an index file name that sorts first");
+    let r = env.run(&["check"]).fails(1);
+    assert!(
+        r.stderr().contains("missing from the repository"),
+        "{}",
+        r.stderr()
+    );
+    env.restore_matches("latest", &src);
+    // A table built afresh in a new cache directory gives the same result.
+    std::fs::remove_dir_all(env.path("cache")).unwrap();
+    env.restore_matches("latest", &src);
+    assert!(env.repo().join("index").join(written).exists());
 }
