@@ -66,6 +66,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Verify the repository's structure, and with --read-data all of its data
     Check(CheckArgs),
+    /// Rebuild the index, or rewrite snapshots around lost data
+    #[command(subcommand)]
+    Repair(RepairCommand),
 }
 
 #[derive(Args, Debug)]
@@ -196,4 +199,22 @@ pub struct CheckArgs {
     /// Also read, decrypt and verify every blob of every pack
     #[arg(long)]
     pub read_data: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs: drop entries of missing packs,
+    /// index valid packs from their headers, replace unreadable index files
+    Index,
+    /// Rewrite snapshots that reference lost data (full key only): lost
+    /// parts of files become holes and the files are marked damaged, lost
+    /// directories become empty
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairSnapshotsArgs {
+    /// Name what would be rewritten, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -136,7 +136,8 @@ fn tampered_or_resigned_manifest_is_refused() {
     let len = std::fs::metadata(&manifest).unwrap().len();
     util::flip_byte(&manifest, len / 2);
 
-    let r = env.run(&["snapshots"]).fails(1);
+    // The damaged manifest is named; the others are listed.
+    let r = env.run(&["snapshots"]).ok();
     assert!(
         r.stderr().contains(&id) && r.stderr().contains("refused"),
         "{}",
@@ -173,7 +174,7 @@ fn tampered_or_resigned_manifest_is_refused() {
     .unwrap();
     let forged_id = strongroom::format::Id::of_bytes(&forged).to_hex();
     std::fs::write(env.repo().join("snapshots").join(&forged_id), &forged).unwrap();
-    let r = env.run(&["snapshots"]).fails(1);
+    let r = env.run(&["snapshots"]).ok();
     assert!(
         r.stderr().contains(&forged_id) && r.stderr().contains("signature"),
         "{}",

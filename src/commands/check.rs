@@ -15,7 +15,7 @@ use crate::format::{Id, RunId};
 use crate::keys::Key;
 use crate::repository::index::{self, Index, Location};
 use crate::repository::reader::Reader;
-use crate::repository::runkeys;
+use crate::repository::{packs, runkeys};
 
 use super::Ctx;
 
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     for l in repo.backend.list(Kind::Keys)? {
         match runkeys::read_envelope(&repo, &shared.root_public, &l.name) {
             Ok((id, env)) => envelopes.entry(env.run_id).or_default().push(id),
-            Err(e) => report.error(format!("{e:#}")),
+            Err(e) => report.error(naming("key envelope", &l.name, &e)),
         }
     }
     for (run, ids) in &envelopes {
@@ -83,14 +83,38 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
         .map(|(run, _)| *run)
         .collect();
 
+    // Every index file is read and verified here, whatever the cached
+    // table says: an unreadable one is an error for check only.
     say("checking the index and packs");
-    let index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id(), &cache)?;
-    let listed: HashMap<Id, u64> = repo
+    let mut index_names: Vec<String> = repo
         .backend
-        .list(Kind::Packs)?
+        .list(Kind::Index)?
         .into_iter()
-        .filter_map(|l| Id::from_hex(&l.name).map(|id| (id, l.size)))
+        .map(|l| l.name)
         .collect();
+    index_names.sort();
+    let files = index::read_index_files(
+        repo.backend.as_ref(),
+        &shared.subkeys,
+        &repo.id(),
+        &index_names.iter().collect::<Vec<_>>(),
+    );
+    for (name, e) in &files.unreadable {
+        report.error(naming("index file", name, e));
+    }
+    let index = Index::from_packs(&files.packs);
+    let mut listed: HashMap<Id, u64> = HashMap::new();
+    for l in repo.backend.list(Kind::Packs)? {
+        match Id::from_hex(&l.name) {
+            Some(id) => {
+                listed.insert(id, l.size);
+            }
+            None => report.error(format!(
+                "pack {} is not a valid pack: its name is not a content hash",
+                l.name
+            )),
+        }
+    }
     let mut by_pack: HashMap<Id, Vec<Location>> = HashMap::new();
     for loc in index.blobs() {
         by_pack.entry(loc.pack).or_default().push(loc);
@@ -102,18 +126,46 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
         }
     }
     for pack in index.packs() {
-        if !listed.contains_key(pack) {
-            report.error(format!(
+        let recorded = index.pack_size(pack).unwrap_or_default();
+        match listed.get(pack) {
+            None => report.error(format!(
                 "pack {pack} is named by the index but missing from the repository"
-            ));
+            )),
+            Some(size) if *size != recorded => report.error(format!(
+                "pack {pack} is {size} bytes but the index records {recorded} (truncated or replaced)"
+            )),
+            Some(_) => {}
         }
     }
-    let unindexed = listed.keys().filter(|p| !index.has_pack(p)).count();
-    if unindexed > 0 {
+    // A pack no index file names is an interrupted backup's (valid: the next
+    // backup indexes it) or garbage (named here, never indexed).
+    let unindexed: Vec<&Id> = listed.keys().filter(|p| !index.has_pack(p)).collect();
+    let valid_unindexed = unindexed
+        .par_iter()
+        .filter(
+            |p| match packs::read_verified(repo.backend.as_ref(), &shared.subkeys, &repo.id(), p) {
+                Ok(_) => true,
+                Err(e) => {
+                    report.error(format!("pack {p} is not a valid pack: {e:#}"));
+                    false
+                }
+            },
+        )
+        .count();
+    if valid_unindexed > 0 {
         say(&format!(
-            "{unindexed} pack(s) are not indexed yet (left by an interrupted backup); the next backup indexes and reuses them"
+            "{valid_unindexed} pack(s) are not indexed yet (left by an interrupted backup); the next backup indexes and reuses them"
         ));
     }
+    let live = |id: &Id| {
+        index
+            .find_location(id, |l| {
+                listed
+                    .get(&l.pack)
+                    .is_some_and(|s| index.pack_size(&l.pack) == Some(*s))
+            })
+            .is_some()
+    };
 
     let full = match &key {
         Key::Full(k) => Some(k),
@@ -126,9 +178,9 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
 
     say("checking snapshot trees");
     for s in &listing.snapshots {
-        if !index.contains(&s.catalog.tree) {
+        if !live(&s.catalog.tree) {
             report.error(format!(
-                "snapshot {}: its root tree {} is not in the index",
+                "snapshot {}: its root tree {} is in no pack that exists intact",
                 s.id.short(),
                 s.catalog.tree
             ));
@@ -207,6 +259,16 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     Ok(())
 }
 
+/// An error message that names the object once.
+fn naming(what: &str, name: &str, e: &anyhow::Error) -> String {
+    let msg = format!("{e:#}");
+    if msg.contains(name) {
+        msg
+    } else {
+        format!("{what} {name}: {msg}")
+    }
+}
+
 fn check_pack(
     repo: &crate::repository::Repository,
     shared: &crate::keys::Shared,
@@ -214,18 +276,8 @@ fn check_pack(
     pack: &Id,
     locs: &[Location],
 ) -> Result<()> {
-    let bytes = repo.backend.read(Kind::Packs, &pack.to_hex())?;
-    if Id::of_bytes(&bytes) != *pack {
-        bail!("pack {pack} is damaged: its content does not match its name");
-    }
-    let size = bytes.len() as u64;
-    let hlen = crate::format::pack::parse_trailer(&bytes[bytes.len().saturating_sub(8)..])? as u64;
-    if hlen + 8 > size {
-        bail!("pack {pack} is damaged: its header length is out of range");
-    }
-    let header = &bytes[(size - 8 - hlen) as usize..(size - 8) as usize];
-    let entries = index::parse_pack_header(&shared.subkeys, &repo.id(), pack, header, size)?;
-    let in_header: HashSet<_> = entries.iter().map(|e| (e.id, e.offset, e.length)).collect();
+    let (bytes, entries) = packs::read_verified(repo.backend.as_ref(), &shared.subkeys, &repo.id(), pack)?;
+    let in_header: HashSet<_> = entries.blobs.iter().map(|e| (e.id, e.offset, e.length)).collect();
     for l in locs {
         if !in_header.contains(&(l.entry.id, l.entry.offset, l.entry.length)) {
             bail!(

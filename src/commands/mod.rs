@@ -6,6 +6,8 @@ mod init;
 mod key;
 mod keygen;
 mod ls;
+mod repair_index;
+mod repair_snapshots;
 mod restore;
 mod snapshots;
 
@@ -89,6 +91,8 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Dump(a) => ls::run_dump(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Repair(crate::cli::RepairCommand::Index) => repair_index::run(&ctx),
+        Command::Repair(crate::cli::RepairCommand::Snapshots(a)) => repair_snapshots::run(&ctx, a),
     }
 }
 

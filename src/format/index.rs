@@ -21,6 +21,9 @@ pub struct BlobEntry {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PackEntries {
     pub pack: Id,
+    /// The pack's size in bytes: a pack of another size is truncated or
+    /// replaced, and its blobs are not used.
+    pub size: u64,
     pub blobs: Vec<BlobEntry>,
 }
 

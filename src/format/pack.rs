@@ -16,6 +16,9 @@ pub const SEAL_KIND: &str = "pack-header";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PackHeader {
     pub format: u16,
+    /// SHA-256 of the pack body (every byte before the sealed header): a
+    /// header copied onto other bytes does not describe them.
+    pub body_sha256: [u8; 32],
     pub blobs: Vec<BlobEntry>,
 }
 

@@ -1,8 +1,8 @@
 //! The blob index: which pack holds which blob, and under which run's keys.
 //!
-//! Loaded whole into memory from the sealed `index/` files. Packs that no
-//! index file names (an interrupted backup's) are indexed again from their
-//! sealed headers, so their blobs are reused rather than uploaded again.
+//! Loaded from the sealed `index/` files (through a sorted table in the
+//! cache directory). One blob may have several locations (a blob whose
+//! pack was lost and that a later backup uploaded again): all are kept.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,7 +14,6 @@ use crate::cache::Cache;
 use crate::crypto::aead;
 use crate::crypto::subkeys::Subkeys;
 use crate::format::index::{self, BlobEntry, IndexFile, PackEntries};
-use crate::format::pack::{self, PackHeader, TRAILER_LEN};
 use crate::format::{FORMAT_VERSION, Id, aad, decode, encode};
 
 use super::sorted_index::SortedIndex;
@@ -32,8 +31,9 @@ pub struct Location {
 #[derive(Default)]
 pub struct Index {
     table: Option<SortedIndex>,
-    added: HashMap<Id, Location>,
-    packs: HashSet<Id>,
+    added: HashMap<Id, Vec<Location>>,
+    /// Every indexed pack, with the size the index records for it.
+    packs: HashMap<Id, u64>,
 }
 
 const TABLES: &str = "index-table";
@@ -74,7 +74,10 @@ fn find_table(cache: &Cache, repo_id: &Id, current: &[String]) -> Option<(Sorted
 impl Index {
     /// Opens the index: the cached table named after the current index
     /// files if it exists, else every index file (read in parallel), from
-    /// which the table is built for next time.
+    /// which the table is built for next time. An index file that cannot be
+    /// read is skipped with a warning naming it: `check` reports it and
+    /// `repair index` replaces it, and the packs it named are found again
+    /// from their headers.
     pub fn load(backend: &dyn Backend, subkeys: &Subkeys, repo_id: &Id, cache: &Cache) -> Result<Index> {
         let mut names: Vec<String> = backend
             .list(Kind::Index)
@@ -83,12 +86,14 @@ impl Index {
             .map(|l| l.name)
             .collect();
         names.sort();
-        let read = |which: &[&String]| -> Result<Vec<PackEntries>> {
-            let files: Vec<IndexFile> = which
-                .par_iter()
-                .map(|n| read_index_file(backend, subkeys, repo_id, n))
-                .collect::<Result<_>>()?;
-            Ok(files.into_iter().flat_map(|f| f.packs).collect())
+        let read = |which: &[&String]| -> (Vec<PackEntries>, Vec<String>) {
+            let files = read_index_files(backend, subkeys, repo_id, which);
+            for (name, e) in &files.unreadable {
+                crate::warn(&format!(
+                    "index file {name} is skipped: {e:#} (`strongroom check` reports it, `strongroom repair index` replaces it)"
+                ));
+            }
+            (files.packs, files.read)
         };
         // A table built from some of today's index files, plus the few
         // written since: a backup does not re-read the whole index.
@@ -96,13 +101,13 @@ impl Index {
             let missing: Vec<&String> = names.iter().filter(|n| !covered.contains(*n)).collect();
             if missing.len() <= MAX_FILES_OUTSIDE_TABLE {
                 let mut index = Index::from_table(table);
-                for p in read(&missing)? {
+                for p in read(&missing).0 {
                     index.insert_pack(&p);
                 }
                 return Ok(index);
             }
         }
-        let packs = read(&names.iter().collect::<Vec<_>>())?;
+        let (packs, names) = read(&names.iter().collect::<Vec<_>>());
         let table_name = table_name(&names);
         if let Some(path) = cache.path(repo_id, &format!("{TABLES}/{table_name}")) {
             cache.put(
@@ -120,15 +125,20 @@ impl Index {
                 return Ok(Index::from_table(t));
             }
         }
+        Ok(Index::from_packs(&packs))
+    }
+
+    /// An index held in memory, from entries at hand.
+    pub fn from_packs(packs: &[PackEntries]) -> Index {
         let mut index = Index::default();
-        for p in &packs {
+        for p in packs {
             index.insert_pack(p);
         }
-        Ok(index)
+        index
     }
 
     fn from_table(t: SortedIndex) -> Index {
-        let packs = t.packs().collect();
+        let packs = t.pack_sizes().collect();
         Index {
             table: Some(t),
             added: HashMap::new(),
@@ -136,26 +146,40 @@ impl Index {
         }
     }
 
+    /// Adds a pack's entries. A blob already indexed elsewhere keeps that
+    /// location too: readers try each in turn.
     pub fn insert_pack(&mut self, p: &PackEntries) {
-        self.packs.insert(p.pack);
+        if self.packs.insert(p.pack, p.size).is_some() {
+            return;
+        }
         for e in &p.blobs {
-            if !self.contains(&e.id) {
-                self.added.insert(
-                    e.id,
-                    Location {
-                        pack: p.pack,
-                        entry: *e,
-                    },
-                );
-            }
+            self.added.entry(e.id).or_default().push(Location {
+                pack: p.pack,
+                entry: *e,
+            });
         }
     }
 
+    /// The first location of a blob.
     pub fn get(&self, id: &Id) -> Option<Location> {
-        if let Some(l) = self.added.get(id) {
+        self.find_location(id, |_| true)
+    }
+
+    /// Every location of a blob.
+    pub fn locations(&self, id: &Id) -> Vec<Location> {
+        let mut v = self.table.as_ref().map(|t| t.get_all(id)).unwrap_or_default();
+        if let Some(more) = self.added.get(id) {
+            v.extend_from_slice(more);
+        }
+        v
+    }
+
+    /// The first location of a blob that `usable` accepts.
+    pub fn find_location(&self, id: &Id, usable: impl Fn(&Location) -> bool) -> Option<Location> {
+        if let Some(l) = self.added.get(id).and_then(|v| v.iter().find(|l| usable(l))) {
             return Some(*l);
         }
-        self.table.as_ref()?.get(id)
+        self.table.as_ref()?.get_all(id).into_iter().find(|l| usable(l))
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -163,27 +187,69 @@ impl Index {
     }
 
     pub fn has_pack(&self, id: &Id) -> bool {
-        self.packs.contains(id)
+        self.packs.contains_key(id)
+    }
+
+    /// The size the index records for a pack.
+    pub fn pack_size(&self, id: &Id) -> Option<u64> {
+        self.packs.get(id).copied()
     }
 
     pub fn packs(&self) -> impl Iterator<Item = &Id> {
-        self.packs.iter()
+        self.packs.keys()
     }
 
     pub fn blobs(&self) -> impl Iterator<Item = Location> + '_ {
         self.table
             .iter()
             .flat_map(|t| t.iter())
-            .chain(self.added.values().copied())
+            .chain(self.added.values().flatten().copied())
     }
 
     pub fn len(&self) -> usize {
-        self.table.as_ref().map_or(0, |t| t.len()) + self.added.len()
+        self.table.as_ref().map_or(0, |t| t.len()) + self.added.values().map(Vec::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What reading a set of index files gave: their entries, the names read,
+/// and the files that could not be read, with why.
+pub struct IndexFiles {
+    pub packs: Vec<PackEntries>,
+    pub read: Vec<String>,
+    pub unreadable: Vec<(String, anyhow::Error)>,
+}
+
+/// Reads and verifies index files, in parallel; one that fails is set
+/// aside, never fatal.
+pub fn read_index_files(
+    backend: &dyn Backend,
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    names: &[&String],
+) -> IndexFiles {
+    let results: Vec<(String, Result<IndexFile>)> = names
+        .par_iter()
+        .map(|n| (n.to_string(), read_index_file(backend, subkeys, repo_id, n)))
+        .collect();
+    let mut out = IndexFiles {
+        packs: Vec::new(),
+        read: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    for (name, r) in results {
+        match r {
+            Ok(f) => {
+                out.packs.extend(f.packs);
+                out.read.push(name);
+            }
+            Err(e) => out.unreadable.push((name, e)),
+        }
+    }
+    out
 }
 
 pub fn read_index_file(
@@ -231,44 +297,4 @@ pub fn write_index_file(
         .write(Kind::Index, &id.to_hex(), &sealed)
         .with_context(|| format!("writing index file {id}"))?;
     Ok(id)
-}
-
-/// Reads a pack's sealed header from its tail.
-pub fn read_pack_header(
-    backend: &dyn Backend,
-    subkeys: &Subkeys,
-    repo_id: &Id,
-    pack: &Id,
-    size: u64,
-) -> Result<Vec<BlobEntry>> {
-    let name = pack.to_hex();
-    if size < TRAILER_LEN as u64 {
-        bail!("pack {name} is too short to be a pack");
-    }
-    let trailer = backend.read_range(Kind::Packs, &name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)?;
-    let hlen = pack::parse_trailer(&trailer).with_context(|| format!("pack {name}"))? as u64;
-    if hlen + TRAILER_LEN as u64 > size {
-        bail!("pack {name} is damaged: its header length is out of range");
-    }
-    let sealed = backend.read_range(Kind::Packs, &name, size - TRAILER_LEN as u64 - hlen, hlen)?;
-    parse_pack_header(subkeys, repo_id, pack, &sealed, size)
-}
-
-pub fn parse_pack_header(
-    subkeys: &Subkeys,
-    repo_id: &Id,
-    pack: &Id,
-    sealed: &[u8],
-    size: u64,
-) -> Result<Vec<BlobEntry>> {
-    let plain = aead::open_salted(&subkeys.index, &aad(pack::SEAL_KIND, repo_id, &[]), sealed)
-        .map_err(|e| anyhow!("opening the header of pack {pack} failed: {e}"))?;
-    let header: PackHeader = decode(&plain, &format!("the header of pack {pack}"))?;
-    let data_end = size - TRAILER_LEN as u64 - sealed.len() as u64;
-    for e in &header.blobs {
-        if e.offset as u64 + e.length as u64 > data_end {
-            bail!("pack {pack} is damaged: blob {} lies outside its data", e.id);
-        }
-    }
-    Ok(header.blobs)
 }

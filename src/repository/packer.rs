@@ -57,6 +57,7 @@ impl Packer {
         let mut bytes = std::mem::take(&mut self.buf);
         let header = PackHeader {
             format: FORMAT_VERSION,
+            body_sha256: crate::crypto::sha256(&bytes),
             blobs: entries.clone(),
         };
         let sealed = aead::seal_salted(
@@ -67,11 +68,13 @@ impl Packer {
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&pack::trailer(sealed.len()));
         let id = Id::of_bytes(&bytes);
+        let size = bytes.len() as u64;
         Ok(Some(FinishedPack {
             id,
             bytes,
             entries: PackEntries {
                 pack: id,
+                size,
                 blobs: entries,
             },
         }))

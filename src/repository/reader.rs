@@ -41,9 +41,29 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Reads, opens and decompresses a blob; with `verify`, recomputes its id.
+    /// Reads, opens and decompresses a blob; with `verify`, recomputes its
+    /// id. A blob stored in several packs is tried in each in turn (a pack
+    /// may be missing, truncated or damaged); if all fail, the first
+    /// failure is the error.
     pub fn read_blob(&self, id: &Id, verify: bool) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
+        let locations = self.index.locations(id);
+        if locations.is_empty() {
+            return Err(self.locate(id).unwrap_err());
+        }
+        let mut first = None;
+        for loc in &locations {
+            match self.read_at(loc, verify) {
+                Ok(data) => return Ok(data),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.expect("at least one location was tried"))
+    }
+
+    fn read_at(&self, loc: &Location, verify: bool) -> Result<Vec<u8>> {
+        let id = &loc.entry.id;
         let sealed = self
             .repo
             .backend
@@ -60,7 +80,7 @@ impl<'a> Reader<'a> {
                 loc.pack
             );
         }
-        self.open_blob(&loc, &sealed, verify)
+        self.open_blob(loc, &sealed, verify)
     }
 
     /// Opens a sealed blob read from its pack.

@@ -5,9 +5,11 @@
 //! The file is named by the SHA-256 of the sorted index file names it was
 //! built from: any new index file makes a new table. Layout (little-endian):
 //! `MAGIC`, pack count, run count, blob count (u64 each), the pack ids
-//! (32 bytes each), the run ids (16 bytes each), then one 56-byte record per
-//! blob, sorted by blob id: id(32) pack#(4) run#(4) offset(4) length(4)
-//! raw_length(4) kind(1) pad(3); last, the SHA-256 of all that. A damaged
+//! (32 bytes each), the pack sizes (u64 each), the run ids (16 bytes each),
+//! then one 56-byte record per blob location, sorted by blob id (a blob
+//! stored in several packs has one record for each, neighbours): id(32)
+//! pack#(4) run#(4) offset(4) length(4) raw_length(4) kind(1) pad(3); last,
+//! the SHA-256 of all that. A damaged
 //! table fails that check and is rebuilt: damage costs work, never a read.
 
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use crate::format::{BlobKind, Id, RunId};
 
 use super::index::Location;
 
-const MAGIC: &[u8; 8] = b"SRIDX001";
+const MAGIC: &[u8; 8] = b"SRIDX002";
 const HEADER: usize = 32;
 const RECORD: usize = 56;
 
@@ -42,19 +44,21 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 impl SortedIndex {
-    /// Serialises entries into the table format; duplicate blob ids keep
-    /// their first location.
+    /// Serialises entries into the table format; every location of a blob
+    /// is kept (a pack named twice counts once).
     pub fn build(files: &[PackEntries]) -> Vec<u8> {
         let mut pack_no: HashMap<Id, u32> = HashMap::new();
         let mut run_no: HashMap<RunId, u32> = HashMap::new();
-        let mut packs = Vec::new();
+        let mut packs: Vec<(Id, u64)> = Vec::new();
         let mut runs = Vec::new();
         let mut records: Vec<(Id, u32, u32, BlobEntry)> = Vec::new();
         for p in files {
-            let pn = *pack_no.entry(p.pack).or_insert_with(|| {
-                packs.push(p.pack);
-                (packs.len() - 1) as u32
-            });
+            if pack_no.contains_key(&p.pack) {
+                continue;
+            }
+            packs.push((p.pack, p.size));
+            let pn = (packs.len() - 1) as u32;
+            pack_no.insert(p.pack, pn);
             for e in &p.blobs {
                 let rn = *run_no.entry(e.run).or_insert_with(|| {
                     runs.push(e.run);
@@ -63,16 +67,18 @@ impl SortedIndex {
                 records.push((e.id, pn, rn, *e));
             }
         }
-        records.sort_by_key(|r| r.0);
-        records.dedup_by(|a, b| a.0 == b.0);
+        records.sort_by_key(|r| (r.0, r.1));
         let mut out =
-            Vec::with_capacity(HEADER + packs.len() * 32 + runs.len() * 16 + records.len() * RECORD);
+            Vec::with_capacity(HEADER + packs.len() * 40 + runs.len() * 16 + records.len() * RECORD);
         out.extend_from_slice(MAGIC);
         for n in [packs.len(), runs.len(), records.len()] {
             out.extend_from_slice(&(n as u64).to_le_bytes());
         }
-        for p in &packs {
+        for (p, _) in &packs {
             out.extend_from_slice(&p.0);
+        }
+        for (_, size) in &packs {
+            out.extend_from_slice(&size.to_le_bytes());
         }
         for r in &runs {
             out.extend_from_slice(&r.0);
@@ -104,7 +110,7 @@ impl SortedIndex {
             bail!("the index table is damaged");
         }
         let (packs, runs, blobs) = (u64_at(&map, 8), u64_at(&map, 16), u64_at(&map, 24));
-        let want = (HEADER as u128) + packs as u128 * 32 + runs as u128 * 16 + blobs as u128 * RECORD as u128;
+        let want = (HEADER as u128) + packs as u128 * 40 + runs as u128 * 16 + blobs as u128 * RECORD as u128;
         if want != body as u128 {
             bail!("the index table's size does not match its header");
         }
@@ -117,7 +123,7 @@ impl SortedIndex {
     }
 
     fn records_at(&self) -> usize {
-        HEADER + self.packs * 32 + self.runs * 16
+        HEADER + self.packs * 40 + self.runs * 16
     }
 
     fn pack(&self, n: usize) -> Option<Id> {
@@ -129,7 +135,7 @@ impl SortedIndex {
     }
 
     fn run(&self, n: usize) -> Option<RunId> {
-        let at = HEADER + self.packs * 32 + n * 16;
+        let at = HEADER + self.packs * 40 + n * 16;
         (n < self.runs).then(|| RunId(self.map[at..at + 16].try_into().expect("16")))
     }
 
@@ -159,17 +165,34 @@ impl SortedIndex {
         })
     }
 
-    pub fn get(&self, id: &Id) -> Option<Location> {
+    /// The first record whose id is not less than `id`.
+    fn lower_bound(&self, id: &Id) -> usize {
         let (mut lo, mut hi) = (0, self.blobs);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match self.id_at(mid).cmp(&id.0[..]) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return self.location(mid),
+            if self.id_at(mid) < &id.0[..] {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
         }
-        None
+        lo
+    }
+
+    /// Every location of a blob, in the order of their packs' numbers.
+    pub fn get_all(&self, id: &Id) -> Vec<Location> {
+        (self.lower_bound(id)..self.blobs)
+            .take_while(|&i| self.id_at(i) == &id.0[..])
+            .filter_map(|i| self.location(i))
+            .collect()
+    }
+
+    /// The first location of a blob.
+    pub fn get(&self, id: &Id) -> Option<Location> {
+        let i = self.lower_bound(id);
+        (i < self.blobs && self.id_at(i) == &id.0[..])
+            .then(|| self.location(i))
+            .flatten()
     }
 
     pub fn len(&self) -> usize {
@@ -182,6 +205,12 @@ impl SortedIndex {
 
     pub fn packs(&self) -> impl Iterator<Item = Id> + '_ {
         (0..self.packs).filter_map(|n| self.pack(n))
+    }
+
+    /// Every pack with the size the index records for it.
+    pub fn pack_sizes(&self) -> impl Iterator<Item = (Id, u64)> + '_ {
+        (0..self.packs)
+            .filter_map(|n| Some((self.pack(n)?, u64_at(&self.map, HEADER + self.packs * 32 + n * 8))))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
@@ -210,10 +239,12 @@ mod tests {
         let files = vec![
             PackEntries {
                 pack: Id([200; 32]),
+                size: 1000,
                 blobs: vec![entry(5, 1), entry(3, 1)],
             },
             PackEntries {
                 pack: Id([201; 32]),
+                size: 2000,
                 blobs: vec![entry(9, 2), entry(3, 2)],
             },
         ];
@@ -221,19 +252,33 @@ mod tests {
         let p = dir.path().join("t");
         std::fs::write(&p, SortedIndex::build(&files)).unwrap();
         let t = SortedIndex::open(&p).unwrap();
-        assert_eq!(t.len(), 3);
+        // Blob 3 is in both packs: both locations are kept, in pack order.
+        assert_eq!(t.len(), 4);
         let l = t.get(&Id([9; 32])).unwrap();
         assert_eq!((l.pack, l.entry), (Id([201; 32]), entry(9, 2)));
         assert_eq!(t.get(&Id([3; 32])).unwrap().pack, Id([200; 32]));
+        let all: Vec<_> = t
+            .get_all(&Id([3; 32]))
+            .iter()
+            .map(|l| (l.pack, l.entry))
+            .collect();
+        assert_eq!(
+            all,
+            vec![(Id([200; 32]), entry(3, 1)), (Id([201; 32]), entry(3, 2))]
+        );
         assert!(t.get(&Id([4; 32])).is_none());
+        assert!(t.get_all(&Id([4; 32])).is_empty());
+        assert!(t.get_all(&Id([10; 32])).is_empty());
         assert_eq!(t.packs().count(), 2);
-        assert_eq!(t.iter().count(), 3);
+        let sizes: Vec<_> = t.pack_sizes().collect();
+        assert_eq!(sizes, vec![(Id([200; 32]), 1000), (Id([201; 32]), 2000)]);
+        assert_eq!(t.iter().count(), 4);
         // A truncated or altered table is refused, not misread.
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         assert!(SortedIndex::open(&p).is_err());
         let mut altered = bytes.clone();
-        altered[HEADER + 2 * 32 + 2 * 16 + 40] ^= 1;
+        altered[HEADER + 2 * 40 + 2 * 16 + 40] ^= 1;
         std::fs::write(&p, &altered).unwrap();
         assert!(SortedIndex::open(&p).is_err());
     }

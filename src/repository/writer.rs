@@ -5,8 +5,13 @@
 //! Order on storage, so an interruption never leaves a snapshot that points
 //! at nothing: the key envelope first, then packs, then index files naming
 //! them, then the manifest.
+//!
+//! The packs are listed once, at the start: a blob counts as stored only
+//! where its pack exists with the size the index records, so a lost or
+//! truncated pack is never deduplicated against (its blobs are uploaded
+//! again) and never spreads into new snapshots.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +29,7 @@ use crate::keys::Key;
 use super::Repository;
 use super::index::{self, Index};
 use super::packer::{FinishedPack, Packer};
+use super::packs;
 use super::runkeys::RunKeys;
 use super::snapshots;
 use super::trust::RunSigner;
@@ -32,7 +38,7 @@ const DATA_PACK_TARGET: usize = 16 * 1024 * 1024;
 const TREE_PACK_TARGET: usize = 4 * 1024 * 1024;
 /// Index files are written every this many packs, so an interrupted run's
 /// work is found without reading pack headers.
-const PACKS_PER_INDEX_FILE: usize = 64;
+pub const PACKS_PER_INDEX_FILE: usize = 64;
 /// zstd level: fast, and within a few percent of level 3's ratio.
 const ZSTD_LEVEL: i32 = 1;
 
@@ -45,6 +51,8 @@ pub struct Writer<'a> {
     signer: RunSigner<'a>,
     run: RunKeys,
     index: Index,
+    /// The indexed packs that exist with the size the index records.
+    live: HashSet<Id>,
     /// Blobs added by this run (and not in `index`).
     pending: Mutex<HashSet<Id>>,
     data: Mutex<Packer>,
@@ -60,7 +68,23 @@ impl<'a> Writer<'a> {
     pub fn begin(repo: &'a Repository, key: &'a Key, cache: &Cache) -> Result<Writer<'a>> {
         let shared = key.shared();
         let mut index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id(), cache)?;
-        let recovered = recover_unindexed(repo, key, &mut index)?;
+        let listed: HashMap<Id, u64> = repo
+            .backend
+            .list(Kind::Packs)
+            .context("listing packs")?
+            .into_iter()
+            .filter_map(|l| Id::from_hex(&l.name).map(|id| (id, l.size)))
+            .collect();
+        let recovered = recover_unindexed(repo, key, &mut index, &listed);
+        let live: HashSet<Id> = index
+            .packs()
+            .filter(|p| {
+                listed
+                    .get(*p)
+                    .is_some_and(|size| index.pack_size(p) == Some(*size))
+            })
+            .copied()
+            .collect();
         if !recovered.is_empty() {
             index::write_index_file(repo.backend.as_ref(), &shared.subkeys, &repo.id(), recovered)?;
         }
@@ -73,6 +97,7 @@ impl<'a> Writer<'a> {
             signer,
             run,
             index,
+            live,
             pending: Mutex::new(HashSet::new()),
             data: Mutex::new(Packer::new(DATA_PACK_TARGET)),
             trees: Mutex::new(Packer::new(TREE_PACK_TARGET)),
@@ -86,9 +111,17 @@ impl<'a> Writer<'a> {
         Id(hmac(&self.key.shared().subkeys.blob_id, data))
     }
 
+    /// Whether the repository holds a blob in a pack that exists with the
+    /// size the index records.
+    fn stored(&self, id: &Id) -> bool {
+        self.index
+            .find_location(id, |l| self.live.contains(&l.pack))
+            .is_some()
+    }
+
     /// Whether the repository (or this run) already holds a blob.
     pub fn has_blob(&self, id: &Id) -> bool {
-        self.index.contains(id)
+        self.stored(id)
             || self
                 .pending
                 .lock()
@@ -104,7 +137,7 @@ impl<'a> Writer<'a> {
     }
 
     fn add_blob_with_id(&self, kind: BlobKind, id: Id, data: &[u8]) -> Result<()> {
-        if self.index.contains(&id) || !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+        if self.stored(&id) || !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
             return Ok(());
         }
         let mut plain = Vec::with_capacity(data.len() + 1);
@@ -228,25 +261,28 @@ fn compress(data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Indexes packs that exist but no index file names (left by an interrupted
-/// run), reading their sealed headers. Unreadable ones are left for `check`.
-fn recover_unindexed(repo: &Repository, key: &Key, index: &mut Index) -> Result<Vec<PackEntries>> {
-    let listed = repo.backend.list(Kind::Packs).context("listing packs")?;
-    let orphans: Vec<(Id, u64)> = listed
-        .iter()
-        .filter_map(|l| Id::from_hex(&l.name).map(|id| (id, l.size)))
-        .filter(|(id, _)| !index.has_pack(id))
-        .collect();
+/// run). Each is read whole and indexed only if it verifies (its name is the
+/// hash of its bytes, its header opens and describes its body), so a header
+/// copied onto other bytes is never deduplicated against. Packs that do not
+/// verify are left for `check` to report.
+fn recover_unindexed(
+    repo: &Repository,
+    key: &Key,
+    index: &mut Index,
+    listed: &HashMap<Id, u64>,
+) -> Vec<PackEntries> {
+    let orphans: Vec<&Id> = listed.keys().filter(|id| !index.has_pack(id)).collect();
     let shared = key.shared();
     let recovered: Vec<PackEntries> = orphans
         .par_iter()
-        .filter_map(|(id, size)| {
-            index::read_pack_header(repo.backend.as_ref(), &shared.subkeys, &repo.id(), id, *size)
+        .filter_map(|id| {
+            packs::read_verified(repo.backend.as_ref(), &shared.subkeys, &repo.id(), id)
                 .ok()
-                .map(|blobs| PackEntries { pack: *id, blobs })
+                .map(|(_, entries)| entries)
         })
         .collect();
     for p in &recovered {
         index.insert_pack(p);
     }
-    Ok(recovered)
+    recovered
 }

@@ -1,0 +1,84 @@
+//! Reading and verifying packs as a whole: their sealed headers, and
+//! whether a pack is what its name and header say it is.
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::backend::{Backend, Kind};
+use crate::crypto::aead;
+use crate::crypto::subkeys::Subkeys;
+use crate::format::index::PackEntries;
+use crate::format::pack::{self, PackHeader, TRAILER_LEN};
+use crate::format::{FORMAT_VERSION, Id, aad, decode};
+
+/// Opens a sealed header and checks that every blob lies inside the body.
+pub fn parse_header(
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    pack: &Id,
+    sealed: &[u8],
+    size: u64,
+) -> Result<PackHeader> {
+    let plain = aead::open_salted(&subkeys.index, &aad(pack::SEAL_KIND, repo_id, &[]), sealed)
+        .map_err(|e| anyhow!("opening the header of pack {pack} failed: {e}"))?;
+    let header: PackHeader = decode(&plain, &format!("the header of pack {pack}"))?;
+    if header.format != FORMAT_VERSION {
+        bail!(
+            "pack {pack} has format {}, expected {FORMAT_VERSION}",
+            header.format
+        );
+    }
+    let data_end = size - TRAILER_LEN as u64 - sealed.len() as u64;
+    for e in &header.blobs {
+        if e.offset as u64 + e.length as u64 > data_end {
+            bail!("pack {pack} is damaged: blob {} lies outside its data", e.id);
+        }
+    }
+    Ok(header)
+}
+
+/// Verifies a whole pack: its name is the SHA-256 of its bytes, its header
+/// opens, and the header's body hash matches the body. Returns its entries.
+pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Result<PackEntries> {
+    if Id::of_bytes(bytes) != *pack {
+        bail!("pack {pack} is damaged: its content does not match its name");
+    }
+    let size = bytes.len() as u64;
+    if bytes.len() < TRAILER_LEN {
+        bail!("pack {pack} is too short to be a pack");
+    }
+    let hlen =
+        pack::parse_trailer(&bytes[bytes.len() - TRAILER_LEN..]).with_context(|| format!("pack {pack}"))?;
+    if hlen + TRAILER_LEN > bytes.len() {
+        bail!("pack {pack} is damaged: its header length is out of range");
+    }
+    let body_end = bytes.len() - TRAILER_LEN - hlen;
+    let header = parse_header(
+        subkeys,
+        repo_id,
+        pack,
+        &bytes[body_end..bytes.len() - TRAILER_LEN],
+        size,
+    )?;
+    if crate::crypto::sha256(&bytes[..body_end]) != header.body_sha256 {
+        bail!("pack {pack} is damaged: its body is not the one its header describes");
+    }
+    Ok(PackEntries {
+        pack: *pack,
+        size,
+        blobs: header.blobs,
+    })
+}
+
+/// Reads a whole pack and [`verify`]s it.
+pub fn read_verified(
+    backend: &dyn Backend,
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    pack: &Id,
+) -> Result<(Vec<u8>, PackEntries)> {
+    let bytes = backend
+        .read(Kind::Packs, &pack.to_hex())
+        .with_context(|| format!("reading pack {pack}"))?;
+    let entries = verify(subkeys, repo_id, pack, &bytes)?;
+    Ok((bytes, entries))
+}

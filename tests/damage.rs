@@ -1,0 +1,310 @@
+//! Damaged storage breaks only what it touches: a garbage object is named
+//! by `check` and skipped by everything else, a lost or truncated pack never
+//! spreads into new snapshots, and `repair` saves what survives.
+
+mod util;
+
+use std::path::Path;
+
+use strongroom::format::Id;
+use util::{Env, sample, under};
+
+/// Stores `bytes` in the repository under their content name.
+fn put(env: &Env, dir: &str, bytes: &[u8]) -> String {
+    let name = Id::of_bytes(bytes).to_hex();
+    let at = if dir == "packs" {
+        env.repo().join("packs").join(&name[..2])
+    } else {
+        env.repo().join(dir)
+    };
+    std::fs::write(at.join(&name), bytes).unwrap();
+    name
+}
+
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated, the buffer is ours and its
+    // length is passed.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| String::from_utf8_lossy(&buf[..r as usize]).into_owned())
+}
+
+fn id_of(v: &serde_json::Value) -> String {
+    v["snapshot_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_lost_pack_never_spreads_and_repair_keeps_what_survives() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    util::random_file(&src.join("kept.bin"), 9 << 20, 1);
+    util::random_file(&src.join("dir/gone.bin"), 9 << 20, 2);
+    std::fs::write(src.join("small.txt"), "small and fine\n").unwrap();
+    let first = id_of(&env.backup(&[&src]));
+    let gone = std::fs::read(src.join("dir/gone.bin")).unwrap();
+
+    // A full data pack is lost; one of its files is gone from the source.
+    let (pack, pack_name) = env.largest_pack();
+    std::fs::remove_file(&pack).unwrap();
+    std::fs::remove_file(src.join("dir/gone.bin")).unwrap();
+
+    // The next backup uploads what the lost pack held again: its snapshot
+    // restores completely.
+    let w = env.backup(&[&src]);
+    assert!(w["bytes_added"].as_u64().unwrap() > 1 << 20, "{w}");
+    let second = id_of(&w);
+    env.restore_matches(&second, &src);
+    let r = env.run(&["check"]).fails(1);
+    assert!(r.stderr().contains(&pack_name), "{}", r.stderr());
+
+    let r = env.run(&["repair", "index"]).ok();
+    assert!(
+        r.stdout().contains(&pack_name) && r.stdout().contains("missing"),
+        "{}",
+        r.stdout()
+    );
+    let r = env.run(&["repair", "index"]).ok();
+    assert!(r.stdout().contains("nothing to repair"), "{}", r.stdout());
+    env.writer(&["repair", "snapshots"]).fails(2);
+    let r = env.run(&["repair", "snapshots", "--dry-run"]).ok();
+    assert!(r.stdout().contains("would be rewritten"), "{}", r.stdout());
+    assert_eq!(env.snapshots().as_array().unwrap().len(), 2);
+    let r = env.run(&["repair", "snapshots"]).ok();
+    let out = r.stdout();
+    assert!(
+        out.contains(&first[..8]) && out.contains("dir/gone.bin") && !out.contains(&second[..8]),
+        "{out}"
+    );
+
+    let snaps = env.snapshots();
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps.iter().all(|s| s["id"] != first.as_str()));
+    let repaired = snaps
+        .iter()
+        .find(|s| s["tags"] == serde_json::json!(["repaired"]))
+        .expect("a repaired snapshot");
+    assert_eq!(repaired["signed_by"], "root");
+    let repaired = repaired["id"].as_str().unwrap();
+
+    // Every snapshot restores as far as its data survives.
+    env.restore_matches(&second, &src);
+    let target = env.path("out-repaired");
+    env.run(&["restore", repaired, "--target", target.to_str().unwrap()])
+        .ok();
+    let kept = std::fs::read(under(&target, &src.join("kept.bin"))).unwrap();
+    assert_eq!(kept, std::fs::read(src.join("kept.bin")).unwrap());
+    assert_eq!(
+        xattr(&under(&target, &src.join("kept.bin")), "user.strongroom.damaged"),
+        None
+    );
+    let damaged = under(&target, &src.join("dir/gone.bin"));
+    let back = std::fs::read(&damaged).unwrap();
+    assert_eq!(back.len(), gone.len(), "a damaged file keeps its size");
+    assert!(back.iter().zip(&gone).all(|(b, g)| b == g || *b == 0));
+    let mark = xattr(&damaged, "user.strongroom.damaged").expect("the damaged file is marked");
+    let lost: u64 = mark.split(' ').next().unwrap().parse().unwrap();
+    let zeros_now = back.iter().zip(&gone).filter(|(b, g)| b != g).count() as u64;
+    assert!(
+        lost > 0 && lost <= gone.len() as u64 && lost >= zeros_now,
+        "{mark}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(under(&target, &src.join("small.txt"))).unwrap(),
+        "small and fine\n"
+    );
+    env.run(&["check", "--read-data"]).ok();
+}
+
+#[test]
+fn a_truncated_pack_is_found_by_plain_check_and_not_deduplicated_against() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    let (pack, name) = env.largest_pack();
+    let len = std::fs::metadata(&pack).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    let r = env.run(&["check"]).fails(1);
+    assert!(
+        r.stderr().contains(&name) && r.stderr().contains("truncated"),
+        "{}",
+        r.stderr()
+    );
+    let w = env.backup(&[&src]);
+    assert!(w["bytes_added"].as_u64().unwrap() > 3 << 20, "{w}");
+    env.restore_matches("latest", &src);
+}
+
+#[test]
+fn garbage_index_file_manifest_and_key_envelope_break_only_themselves() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    let first = id_of(&env.backup(&[&src]));
+    // Any bytes, named by their hash: an append-only writer can add them.
+    let index = put(&env, "index", &b"not an index file ".repeat(40));
+    let manifest = put(&env, "snapshots", &b"not a manifest ".repeat(40));
+    let envelope = put(&env, "keys", &b"not a key envelope ".repeat(40));
+
+    let r = env.run(&["snapshots"]).ok();
+    assert!(r.stdout().contains(&first[..8]), "{}", r.stdout());
+    assert!(r.stderr().contains(&manifest), "{}", r.stderr());
+    env.run(&["ls", "latest"]).ok();
+    env.restore_matches("latest", &src);
+    env.writer(&["backup", src.to_str().unwrap()]).ok();
+    env.backup(&[&src]);
+    env.restore_matches("latest", &src);
+
+    let r = env.run(&["check"]).fails(1);
+    for name in [&index, &manifest, &envelope] {
+        assert!(r.stderr().contains(name.as_str()), "{name}: {}", r.stderr());
+    }
+    assert_eq!(
+        r.stderr().lines().filter(|l| l.starts_with("error:")).count(),
+        3,
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn a_pack_header_copied_onto_other_bytes_is_never_indexed() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    let first = id_of(&env.backup(&[&src]));
+    // The attacker keeps a real pack's sealed header and trailer and puts
+    // zeros of the same length in front: a new, well-named object.
+    let (pack, _) = env.largest_pack();
+    let bytes = std::fs::read(&pack).unwrap();
+    let t = bytes.len() - strongroom::format::pack::TRAILER_LEN;
+    let body_end = t - strongroom::format::pack::parse_trailer(&bytes[t..]).unwrap();
+    let mut forged = vec![0u8; body_end];
+    forged.extend_from_slice(&bytes[body_end..]);
+    let forged = put(&env, "packs", &forged);
+    // As if the run that wrote the real pack had been interrupted before
+    // its index and snapshot, and its real pack lost.
+    std::fs::remove_file(&pack).unwrap();
+    for f in env.repo_objects("index") {
+        std::fs::remove_file(f).unwrap();
+    }
+    std::fs::remove_file(env.repo().join("snapshots").join(&first)).unwrap();
+
+    // Check tells the interrupted run's valid tree pack from the forgery.
+    let r = env.run(&["check"]).fails(1);
+    assert!(
+        r.stderr().contains(&forged) && r.stderr().contains("is not a valid pack"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().contains("1 pack(s) are not indexed yet"),
+        "{}",
+        r.stderr()
+    );
+
+    // The next backup does not deduplicate against the zeros.
+    env.backup(&[&src]);
+    env.restore_matches("latest", &src);
+    let r = env.run(&["check", "--read-data"]).fails(1);
+    let errors = r.stderr().lines().filter(|l| l.starts_with("error:")).count();
+    assert_eq!(errors, 1, "{}", r.stderr());
+    assert!(r.stderr().contains(&forged), "{}", r.stderr());
+}
+
+#[test]
+fn stray_objects_under_packs_are_named_by_check() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    let garbage = put(&env, "packs", &b"garbage ".repeat(100));
+    std::fs::write(env.repo().join("packs/00/stray-file"), "x").unwrap();
+    let r = env.run(&["check"]).fails(1);
+    assert!(
+        r.stderr()
+            .contains(&format!("pack {garbage} is not a valid pack"))
+            && r.stderr().contains("pack stray-file is not a valid pack"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!r.stderr().contains("not indexed yet"), "{}", r.stderr());
+    env.backup(&[&src]);
+    env.restore_matches("latest", &src);
+}
+
+#[test]
+fn a_blob_whose_first_location_fails_is_read_from_the_next() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    // Index entries (written with the real index subkey) that place every
+    // blob first in a pack that does not exist, as a lost pack's entries
+    // would: the reader must go on to the real location.
+    let key = strongroom::keys::load(&env.keys.full, &Default::default()).unwrap();
+    let shared = key.shared();
+    let backend = strongroom::backend::open(env.repo().to_str().unwrap()).unwrap();
+    let repo = strongroom::repository::Repository::open(backend.clone(), shared).unwrap();
+    let real: Vec<String> = env
+        .repo_objects("index")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    let mut lost = Vec::new();
+    for name in &real {
+        let file = strongroom::repository::index::read_index_file(
+            backend.as_ref(),
+            &shared.subkeys,
+            &repo.id(),
+            name,
+        )
+        .unwrap();
+        for (i, mut p) in file.packs.into_iter().enumerate() {
+            p.pack = Id([i as u8; 32]);
+            lost.push(p);
+        }
+    }
+    // Index files are read in name order: keep the one that sorts first.
+    let first = real.iter().min().unwrap().clone();
+    let written = (0..200)
+        .find_map(|_| {
+            let id = strongroom::repository::index::write_index_file(
+                backend.as_ref(),
+                &shared.subkeys,
+                &repo.id(),
+                lost.clone(),
+            )
+            .unwrap()
+            .to_hex();
+            if id < first {
+                Some(id)
+            } else {
+                std::fs::remove_file(env.repo().join("index").join(&id)).unwrap();
+                None
+            }
+        })
+        .expect("an index file name that sorts first");
+    let r = env.run(&["check"]).fails(1);
+    assert!(
+        r.stderr().contains("missing from the repository"),
+        "{}",
+        r.stderr()
+    );
+    env.restore_matches("latest", &src);
+    // A table built afresh in a new cache directory gives the same result.
+    std::fs::remove_dir_all(env.path("cache")).unwrap();
+    env.restore_matches("latest", &src);
+    assert!(env.repo().join("index").join(written).exists());
+}
