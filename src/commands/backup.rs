@@ -133,6 +133,14 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         summary,
     };
     let (id, catalog) = writer.finish(catalog)?;
+    crate::repository::rollback::record_own(
+        &cache,
+        &shared.subkeys.cache,
+        &repo,
+        &catalog.host,
+        catalog.time,
+        id,
+    );
     new_cache.save(
         &cache,
         &repo.id(),

@@ -68,7 +68,7 @@ impl Ctx {
         cache: &Cache,
     ) -> Result<crate::repository::snapshots::Listing> {
         let listing = crate::repository::snapshots::list(repo, shared)?;
-        crate::repository::rollback::check(cache, repo, Some(&listing));
+        crate::repository::rollback::check(cache, &shared.subkeys.cache, repo, Some(&listing));
         Ok(listing)
     }
 
