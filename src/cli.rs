@@ -66,6 +66,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Verify the repository's structure, and with --read-data all of its data
     Check(CheckArgs),
+    /// Remove stale locks (left by a process that died), or every lock
+    Unlock(UnlockArgs),
 }
 
 #[derive(Args, Debug)]
@@ -196,4 +198,11 @@ pub struct CheckArgs {
     /// Also read, decrypt and verify every blob of every pack
     #[arg(long)]
     pub read_data: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, stale or not, even of a run still going (full key only)
+    #[arg(long)]
+    pub remove_all: bool,
 }

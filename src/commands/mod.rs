@@ -8,6 +8,7 @@ mod keygen;
 mod ls;
 mod restore;
 mod snapshots;
+mod unlock;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,19 +90,13 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Dump(a) => ls::run_dump(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Unlock(a) => unlock::run(&ctx, a),
     }
 }
 
 /// This machine's host name.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer pointer and length describe `buf`.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::hostname()
 }
 
 /// RFC 3339, UTC, seconds (nanoseconds when `precise`).
