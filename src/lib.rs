@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod interrupt;
 pub mod keys;
 pub mod progress;
 pub mod repository;

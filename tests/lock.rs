@@ -223,3 +223,45 @@ fn a_temporary_file_of_a_dead_process_of_this_host_is_removed_by_the_next_backup
     assert!(!dead.exists(), "the dead process's file is removed");
     assert!(alive.exists() && other.exists(), "the others are left");
 }
+
+#[test]
+fn an_interrupted_backup_removes_its_lock_and_temporaries_and_exits_130() {
+    let env = Env::new();
+    env.init();
+    let big = env.path("big");
+    std::fs::create_dir(&big).unwrap();
+    util::random_file(&big.join("random.bin"), 600 << 20, 11);
+    let mut child = env.spawn(&["backup", big.to_str().unwrap()]);
+    let writing = |env: &Env| {
+        !env.repo_objects("locks").is_empty()
+            && (!env.repo_objects("packs").is_empty()
+                || std::fs::read_dir(env.repo().join("tmp"))
+                    .unwrap()
+                    .next()
+                    .is_some())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !writing(&env) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started writing"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child, which has not been reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let r = util::Run { out }.fails(130);
+    assert!(r.stderr().contains("interrupted"), "{}", r.stderr());
+    assert!(env.repo_objects("locks").is_empty(), "the lock was removed");
+    let left: Vec<_> = std::fs::read_dir(env.repo().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+
+    let src = sample(&env);
+    env.backup(&[&src]);
+    env.run(&["check", "--read-data"]).ok();
+}

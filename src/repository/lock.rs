@@ -1,6 +1,6 @@
 //! Repository locks: a shared lock while adding or reading data, an
 //! exclusive one while removing it. A lock is refreshed while it is held
-//! and removed when its guard drops; a lock
+//! and removed when its guard drops (or the process is interrupted); a lock
 //! left by a dead process goes stale and stops counting.
 //!
 //! A lock's age is judged by this client's clock, not by the time written
@@ -37,6 +37,7 @@ pub struct LockGuard {
     /// Dropping it wakes the refresher and ends it.
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<std::thread::JoinHandle<()>>,
+    interrupt_token: u64,
 }
 
 /// A lock found in the repository, as this client judges it.
@@ -179,6 +180,7 @@ pub fn acquire(
     }
     repo.backend.remove_stale_temporaries(&host);
     let current = Arc::new(Mutex::new(name));
+    let interrupt_token = crate::interrupt::hold(repo.backend.clone(), current.clone());
     let (stop, stopped) = mpsc::channel::<()>();
     let refresher = {
         let (backend, current, key) = (repo.backend.clone(), current.clone(), key.clone());
@@ -191,8 +193,8 @@ pub fn acquire(
                     refreshed: Timestamp::now(),
                     ..mine.clone()
                 };
-                // Held across the write, so that whoever takes it to
-                // remove the lock never races a new one in.
+                // Held across the write, so that an interruption (which
+                // takes it to remove the lock) never races a new one in.
                 let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
                 if let Ok((new, sealed)) = seal(&key, &repo_id, &l)
                     && backend.write(Kind::Locks, &new, &sealed).is_ok()
@@ -208,6 +210,7 @@ pub fn acquire(
         current,
         stop: Some(stop),
         refresher: Some(refresher),
+        interrupt_token,
     })
 }
 
@@ -243,5 +246,6 @@ impl Drop for LockGuard {
         if let Err(e) = self.backend.delete(Kind::Locks, &name) {
             crate::warn(&format!("removing lock {name} failed: {e:#}"));
         }
+        crate::interrupt::release(self.interrupt_token);
     }
 }
