@@ -183,24 +183,23 @@ impl Cache {
         Some((self.subdir(repo, dirs, create)?, last))
     }
 
-    /// Opens an entry for reading, not through a symlink.
+    /// Opens a regular file entry for reading, not through a symlink (and
+    /// without blocking on a fifo put in its place).
     pub fn open_file(&self, repo: &Id, name: &str) -> Option<File> {
         let (dir, last) = self.parent_of(repo, name, false)?;
         let fd = rustix::fs::openat(
             &dir,
             last,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .ok()?;
-        Some(File::from(fd))
+        let f = File::from(fd);
+        f.metadata().ok()?.is_file().then_some(f)
     }
 
     pub fn get(&self, repo: &Id, name: &str) -> Option<Vec<u8>> {
         let mut f = self.open_file(repo, name)?;
-        if !f.metadata().ok()?.is_file() {
-            return None;
-        }
         let mut out = Vec::new();
         f.read_to_end(&mut out).ok()?;
         Some(out)
