@@ -100,14 +100,16 @@ fn repo_cache(env: &Env) -> std::path::PathBuf {
     dirs.pop().unwrap()
 }
 
-fn listing(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+/// The names in a directory and the contents of its files, as text.
+fn listing(dir: &std::path::Path) -> Vec<(String, String)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
             (
                 e.file_name().into_string().unwrap(),
-                std::fs::read(e.path()).unwrap(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned(),
             )
         })
         .collect();
