@@ -69,6 +69,8 @@ pub enum Command {
     /// Rebuild the index, or rewrite snapshots around lost data
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Remove stale locks (left by a process that died), or every lock
+    Unlock(UnlockArgs),
 }
 
 #[derive(Args, Debug)]
@@ -217,4 +219,11 @@ pub struct RepairSnapshotsArgs {
     /// Name what would be rewritten, and write nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, stale or not, even of a run still going (full key only)
+    #[arg(long)]
+    pub remove_all: bool,
 }

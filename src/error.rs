@@ -13,7 +13,8 @@
 //! - 2: usage error (bad arguments, a snapshot that does not exist, a key of
 //!   the wrong kind for the command);
 //! - 3: a backup was written but some files could not be read (each named on
-//!   stderr).
+//!   stderr);
+//! - 130: interrupted by SIGINT or SIGTERM (`crate::interrupt`).
 
 use std::fmt;
 

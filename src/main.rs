@@ -6,6 +6,8 @@ use strongroom::cli::Cli;
 use strongroom::error::{EXIT_OK, EXIT_USAGE, exit_code, is_broken_pipe};
 
 fn main() {
+    // Before any thread starts, so that every thread inherits the mask.
+    strongroom::interrupt::install();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -88,3 +88,215 @@ fn an_unusable_cache_directory_falls_back_to_memory_with_one_warning() {
         util::under(&target, &src).display()
     ));
 }
+
+/// The cache directory of the repository (the only one in the sandbox).
+fn repo_cache(env: &Env) -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir(env.path("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+/// The names in a directory and the contents of its files, as text.
+fn listing(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (
+                e.file_name().into_string().unwrap(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_symlinked_index_table_directory_deletes_and_writes_nothing_outside_the_cache() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    let victim = env.path("victim");
+    std::fs::create_dir(&victim).unwrap();
+    for n in ["thesis.tex", "photo.jpg", ".bashrc"] {
+        std::fs::write(victim.join(n), format!("precious {n}")).unwrap();
+    }
+    let before = listing(&victim);
+    let table_dir = repo_cache(&env).join("index-table");
+    std::fs::remove_dir_all(&table_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, &table_dir).unwrap();
+
+    env.run(&["snapshots"]).ok();
+    assert_eq!(listing(&victim), before);
+    env.backup(&[&src]);
+    assert_eq!(listing(&victim), before);
+    env.run(&["check", "--read-data"]).ok();
+    assert_eq!(listing(&victim), before);
+    env.restore_matches("latest", &src);
+    assert_eq!(listing(&victim), before, "nothing outside the cache was touched");
+    assert!(
+        !std::fs::symlink_metadata(&table_dir)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the symlink was replaced by a directory of the cache's own"
+    );
+    assert!(!tables(&env).is_empty(), "the table is kept again");
+}
+
+#[test]
+fn a_cache_directory_another_user_owns_or_may_write_is_refused_with_one_warning() {
+    for (name, setup) in [
+        ("group-writable", "chmod 770"),
+        ("world-writable", "chmod 707"),
+        ("foreign", "chmod 700 $D && chown 12345"),
+    ] {
+        let env = Env::new();
+        env.init();
+        let src = sample(&env);
+        let dir = env.path(name);
+        std::fs::create_dir(&dir).unwrap();
+        util::sh(&format!("D={0}; {setup} {0}", dir.display()));
+        let run = |args: &[&str]| {
+            let out = env
+                .cmd()
+                .env("STRONGROOM_CACHE_DIR", &dir)
+                .arg("-r")
+                .arg(env.repo())
+                .arg("-k")
+                .arg(&env.keys.full)
+                .args(args)
+                .output()
+                .unwrap();
+            util::Run { out }
+        };
+        let why = if name == "foreign" {
+            "is owned by another user (uid 12345)"
+        } else {
+            "is writable by group or others"
+        };
+        let target = env.path("out");
+        for args in [
+            vec!["backup", src.to_str().unwrap()],
+            vec!["snapshots"],
+            vec!["restore", "latest", "--target", target.to_str().unwrap()],
+            vec!["check"],
+        ] {
+            let r = run(&args).ok();
+            assert_eq!(r.stderr().matches("warning").count(), 1, "{name}: {}", r.stderr());
+            assert!(r.stderr().contains(why), "{name}: {}", r.stderr());
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "{name}: nothing was written into it"
+        );
+        util::sh(&format!(
+            "diff -r {} {}",
+            src.display(),
+            util::under(&target, &src).display()
+        ));
+    }
+}
+
+#[test]
+fn a_new_cache_directory_is_made_private() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    let dir = env.path("fresh/strongroom");
+    let out = env
+        .cmd()
+        .env("STRONGROOM_CACHE_DIR", &dir)
+        .arg("-r")
+        .arg(env.repo())
+        .arg("-k")
+        .arg(&env.keys.full)
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = util::Run { out }.ok();
+    assert!(!r.stderr().contains("warning"), "{}", r.stderr());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}
+
+#[test]
+fn an_index_table_altered_and_resealed_with_plain_sha256_is_rebuilt_without_a_damage_report() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    // Start from no table: the next reader builds one from the index files.
+    std::fs::remove_dir_all(repo_cache(&env).join("index-table")).unwrap();
+    env.restore_matches("latest", &src);
+    let t = tables(&env);
+    assert_eq!(t.len(), 1, "{t:?}");
+    let good = std::fs::read(&t[0]).unwrap();
+
+    // Shift every blob's offset by one, and seal the table as the old
+    // format did: a SHA-256 of everything before it.
+    let mut bad = good.clone();
+    let count = |at: usize| u64::from_le_bytes(bad[at..at + 8].try_into().unwrap()) as usize;
+    let (packs, runs, blobs) = (count(8), count(16), count(24));
+    let records = 32 + packs * 32 + runs * 16;
+    for i in 0..blobs {
+        let at = records + i * 56 + 40;
+        let off = u32::from_le_bytes(bad[at..at + 4].try_into().unwrap()) + 1;
+        bad[at..at + 4].copy_from_slice(&off.to_le_bytes());
+    }
+    let body = bad.len() - 32;
+    let sum = strongroom::crypto::sha256(&bad[..body]);
+    bad[body..].copy_from_slice(&sum);
+    std::fs::write(&t[0], &bad).unwrap();
+
+    env.restore_matches("latest", &src);
+    assert_eq!(std::fs::read(&t[0]).unwrap(), good, "the table was rebuilt");
+    let r = env.run(&["check", "--read-data"]).ok();
+    assert!(!r.stderr().contains("error"), "{}", r.stderr());
+}
+
+#[test]
+fn an_altered_rollback_record_is_warned_about_once() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    env.run(&["snapshots"]).ok();
+    let record = repo_cache(&env).join("seen");
+    util::flip_byte(&record, 3);
+    let r = env.run(&["snapshots"]).ok();
+    assert_eq!(
+        r.stderr()
+            .matches("is damaged; rollback detection starts over")
+            .count(),
+        1,
+        "{}",
+        r.stderr()
+    );
+    let r = env.run(&["snapshots"]).ok();
+    assert!(!r.stderr().contains("warning"), "{}", r.stderr());
+}
+
+#[test]
+fn a_snapshot_deleted_right_after_its_backup_is_reported() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    let id = env.backup(&[&src])["snapshot_id"].as_str().unwrap().to_string();
+    std::fs::remove_file(env.repo().join("snapshots").join(&id)).unwrap();
+    let r = env.run(&["snapshots"]).ok();
+    assert!(
+        r.stderr().contains(&id[..8]) && r.stderr().contains("rolled back"),
+        "{}",
+        r.stderr()
+    );
+}

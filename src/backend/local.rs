@@ -1,7 +1,9 @@
 //! A repository in a local directory: the embedded default.
 //!
 //! Writes are atomic and durable: a temporary file in `tmp/`, fsync, rename
-//! into place, fsync of the directory.
+//! into place, fsync of the directory. Temporary files are named
+//! `.write-<host>-<pid>-<random>`, so that the next run on the same host can
+//! remove those of a process that was killed.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -33,6 +35,54 @@ impl Local {
             NotFound(p.display().to_string()).into()
         } else {
             anyhow::Error::new(e).context(format!("reading {}", p.display()))
+        }
+    }
+}
+
+/// A host name as it may appear in a file name.
+fn host_for_file_name(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The prefix of the temporary files of processes of `host`.
+fn temporary_prefix(host: &str) -> String {
+    format!(".write-{}-", host_for_file_name(host))
+}
+
+/// The prefix of this process's temporary files.
+fn own_temporary_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("{}{}-", temporary_prefix(&crate::hostname()), std::process::id()))
+}
+
+impl Local {
+    /// Removes `tmp/` files of `host` whose pid `done` says is finished.
+    fn remove_temporaries(&self, host: &str, done: impl Fn(u32) -> bool) {
+        let prefix = temporary_prefix(host);
+        let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if done(pid) && e.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
 }
@@ -95,7 +145,7 @@ impl Backend for Local {
         let dest = self.path(kind, name);
         let tmp_dir = self.root.join("tmp");
         let mut tmp = tempfile::Builder::new()
-            .prefix(".write-")
+            .prefix(own_temporary_prefix())
             .tempfile_in(&tmp_dir)
             .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
         tmp.write_all(data)
@@ -161,5 +211,15 @@ impl Backend for Local {
         fs::metadata(self.path(kind, name))
             .map(|m| m.len())
             .map_err(|e| self.not_found(kind, name, e))
+    }
+
+    fn remove_stale_temporaries(&self, host: &str) {
+        let me = std::process::id();
+        self.remove_temporaries(host, |pid| pid != me && crate::process_is_gone(pid));
+    }
+
+    fn remove_own_temporaries(&self) {
+        let me = std::process::id();
+        self.remove_temporaries(&crate::hostname(), |pid| pid == me);
     }
 }

@@ -105,6 +105,16 @@ pub trait Backend: Send + Sync {
 
     /// The size of an object, or [`NotFound`].
     fn stat(&self, kind: Kind, name: &str) -> Result<u64>;
+
+    /// Removes what writes by processes of `host` that no longer exist left
+    /// half done (a killed run's temporary files). Best effort; called when
+    /// a lock is taken. Backends whose writes leave nothing behind keep the
+    /// default, which does nothing.
+    fn remove_stale_temporaries(&self, _host: &str) {}
+
+    /// Removes this process's own unfinished writes, when it is interrupted.
+    /// Best effort, like [`Backend::remove_stale_temporaries`].
+    fn remove_own_temporaries(&self) {}
 }
 
 /// Opens the backend a repository URL names.
@@ -176,6 +186,9 @@ pub mod tests {
         b.delete(Kind::Snapshots, "s1").unwrap();
         b.delete(Kind::Snapshots, "s1").unwrap();
         assert_eq!(b.list(Kind::Snapshots).unwrap().len(), 1);
+        b.remove_stale_temporaries(&crate::hostname());
+        b.remove_own_temporaries();
+        assert_eq!(b.read(Kind::Snapshots, "s2").unwrap(), b"yy");
         assert!(b.list(Kind::Index).unwrap().is_empty());
     }
 

@@ -83,7 +83,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         &host,
         &path_bytes,
     );
-    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys.index, false, "backup")?;
+    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys, &cache, false, "backup")?;
     let writer = Writer::begin(&repo, &key, &cache)?;
     let chunker = Chunker::new(&repo.config.chunker, shared.chunker_seed);
     // Without a files cache, a full key can still tell unchanged files by
@@ -133,6 +133,14 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         summary,
     };
     let (id, catalog) = writer.finish(catalog)?;
+    crate::repository::rollback::record_own(
+        &cache,
+        &shared.subkeys.cache,
+        &repo,
+        &catalog.host,
+        catalog.time,
+        id,
+    );
     new_cache.save(
         &cache,
         &repo.id(),

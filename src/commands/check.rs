@@ -34,7 +34,8 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     let key = ctx.load_key()?;
     let repo = ctx.open(&key)?;
     let shared = key.shared();
-    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys.index, false, "check")?;
+    let cache = ctx.cache();
+    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys, &cache, false, "check")?;
     let report = Report {
         errors: Mutex::new(Vec::new()),
     };
@@ -45,7 +46,6 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     };
 
     say("checking snapshots");
-    let cache = ctx.cache();
     let listing = ctx.list_snapshots(&repo, shared, &cache)?;
     for (name, err) in &listing.refused {
         report.error(format!("snapshot {name} is refused: {err:#}"));

@@ -10,6 +10,7 @@ mod repair_index;
 mod repair_snapshots;
 mod restore;
 mod snapshots;
+mod unlock;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,7 +71,7 @@ impl Ctx {
         cache: &Cache,
     ) -> Result<crate::repository::snapshots::Listing> {
         let listing = crate::repository::snapshots::list(repo, shared)?;
-        crate::repository::rollback::check(cache, repo, Some(&listing));
+        crate::repository::rollback::check(cache, &shared.subkeys.cache, repo, Some(&listing));
         Ok(listing)
     }
 
@@ -93,19 +94,13 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Check(a) => check::run(&ctx, a),
         Command::Repair(crate::cli::RepairCommand::Index) => repair_index::run(&ctx),
         Command::Repair(crate::cli::RepairCommand::Snapshots(a)) => repair_snapshots::run(&ctx, a),
+        Command::Unlock(a) => unlock::run(&ctx, a),
     }
 }
 
 /// This machine's host name.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer pointer and length describe `buf`.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::hostname()
 }
 
 /// RFC 3339, UTC, seconds (nanoseconds when `precise`).

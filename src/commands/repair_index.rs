@@ -25,7 +25,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let key = ctx.load_key()?;
     let repo = ctx.open(&key)?;
     let shared = key.shared();
-    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys.index, true, "repair index")?;
+    let cache = ctx.cache();
+    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys, &cache, true, "repair index")?;
     let backend = repo.backend.as_ref();
     let report = |m: String| {
         if !ctx.global.quiet {

@@ -143,8 +143,8 @@ pub fn run(ctx: &Ctx, a: RepairSnapshotsArgs) -> Result<()> {
     };
     let repo = ctx.open(&key)?;
     let shared = key.shared();
-    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys.index, true, "repair snapshots")?;
     let cache = ctx.cache();
+    let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys, &cache, true, "repair snapshots")?;
     let listing = ctx.list_snapshots(&repo, shared, &cache)?;
     for (name, err) in &listing.refused {
         crate::warn(&format!("snapshot {name} is refused and left alone: {err:#}"));

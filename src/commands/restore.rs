@@ -21,8 +21,8 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         None => (a.snapshot.clone(), PathBuf::from("/")),
     };
     let repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
-    let _lock = crate::repository::lock::acquire(&repo, &key.shared.subkeys.index, false, "restore")?;
     let cache = ctx.cache();
+    let _lock = crate::repository::lock::acquire(&repo, &key.shared.subkeys, &cache, false, "restore")?;
     let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
     let snap = listing.find(&spec, a.host.as_deref())?;
     let reader = Reader::open(&repo, &key, &cache)?;

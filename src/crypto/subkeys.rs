@@ -17,6 +17,9 @@ pub struct Subkeys {
     pub catalog: SecretKey,
     /// Seals the files cache and names its files.
     pub files_cache: SecretKey,
+    /// Authenticates what the cache directory keeps in the clear (the
+    /// index table, the rollback record, when locks were first seen).
+    pub cache: SecretKey,
 }
 
 fn derive(id_key: &SecretKey, purpose: &str) -> SecretKey {
@@ -34,6 +37,7 @@ impl Subkeys {
             index: derive(id_key, "index"),
             catalog: derive(id_key, "catalog"),
             files_cache: derive(id_key, "files-cache"),
+            cache: derive(id_key, "cache"),
         }
     }
 }
@@ -43,6 +47,26 @@ pub fn hmac(key: &SecretKey, data: &[u8]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()
+}
+
+/// HMAC-SHA256 under `key` of the parts, each preceded by its length, so
+/// no two different lists of parts give the same input.
+pub fn hmac_parts(key: &SecretKey, parts: &[&[u8]]) -> [u8; 32] {
+    mac_of_parts(key, parts).finalize().into_bytes().into()
+}
+
+/// Whether `tag` is [`hmac_parts`] of the parts (compared in constant time).
+pub fn verify_parts(key: &SecretKey, parts: &[&[u8]], tag: &[u8]) -> bool {
+    mac_of_parts(key, parts).verify_slice(tag).is_ok()
+}
+
+fn mac_of_parts(key: &SecretKey, parts: &[&[u8]]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
+    for p in parts {
+        mac.update(&(p.len() as u64).to_le_bytes());
+        mac.update(p);
+    }
+    mac
 }
 
 /// Derives a key for a purpose from arbitrary secret material (used for the

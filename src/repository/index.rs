@@ -11,8 +11,8 @@ use rayon::prelude::*;
 
 use crate::backend::{Backend, Kind};
 use crate::cache::Cache;
-use crate::crypto::aead;
 use crate::crypto::subkeys::Subkeys;
+use crate::crypto::{SecretKey, aead};
 use crate::format::index::{self, BlobEntry, IndexFile, PackEntries};
 use crate::format::{FORMAT_VERSION, Id, aad, decode, encode};
 
@@ -45,14 +45,20 @@ fn table_name(sorted_names: &[String]) -> String {
 }
 
 /// A cached table whose index files all still exist, with their names.
-fn find_table(cache: &Cache, repo_id: &Id, current: &[String]) -> Option<(SortedIndex, HashSet<String>)> {
-    let dir = cache.path(repo_id, TABLES)?;
-    for e in std::fs::read_dir(&dir).ok()?.flatten() {
-        let name = e.file_name().into_string().ok()?;
-        if name.ends_with(".names") {
+fn find_table(
+    cache: &Cache,
+    key: &SecretKey,
+    repo_id: &Id,
+    current: &[String],
+) -> Option<(SortedIndex, HashSet<String>)> {
+    for name in cache.list(repo_id, TABLES) {
+        if name.contains('.') {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.names"))) else {
+        let Some(text) = cache.get(repo_id, &format!("{TABLES}/{name}.names")) else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(text) else {
             continue;
         };
         let mut covered: Vec<String> = text
@@ -64,7 +70,11 @@ fn find_table(cache: &Cache, repo_id: &Id, current: &[String]) -> Option<(Sorted
         if table_name(&covered) != name || !covered.iter().all(|c| current.binary_search(c).is_ok()) {
             continue;
         }
-        if let Ok(t) = SortedIndex::open(&e.path()) {
+        // The MAC covers the name, which is the hash of the names covered:
+        // neither an altered table nor an older one renamed is accepted.
+        if let Some(f) = cache.open_file(repo_id, &format!("{TABLES}/{name}"))
+            && let Ok(t) = SortedIndex::open(&f, key, &name)
+        {
             return Some((t, covered.into_iter().collect()));
         }
     }
@@ -97,7 +107,7 @@ impl Index {
         };
         // A table built from some of today's index files, plus the few
         // written since: a backup does not re-read the whole index.
-        if let Some((table, covered)) = find_table(cache, repo_id, &names) {
+        if let Some((table, covered)) = find_table(cache, &subkeys.cache, repo_id, &names) {
             let missing: Vec<&String> = names.iter().filter(|n| !covered.contains(*n)).collect();
             if missing.len() <= MAX_FILES_OUTSIDE_TABLE {
                 let mut index = Index::from_table(table);
@@ -109,18 +119,21 @@ impl Index {
         }
         let (packs, names) = read(&names.iter().collect::<Vec<_>>());
         let table_name = table_name(&names);
-        if let Some(path) = cache.path(repo_id, &format!("{TABLES}/{table_name}")) {
+        let table_path = format!("{TABLES}/{table_name}");
+        if cache.is_usable() {
             cache.put(
                 repo_id,
-                &format!("{TABLES}/{table_name}.names"),
+                &format!("{table_path}.names"),
                 names.join("\n").as_bytes(),
             );
             cache.put(
                 repo_id,
-                &format!("{TABLES}/{table_name}"),
-                &SortedIndex::build(&packs),
+                &table_path,
+                &SortedIndex::build(&packs, &subkeys.cache, &table_name),
             );
-            if let Ok(t) = SortedIndex::open(&path) {
+            if let Some(f) = cache.open_file(repo_id, &table_path)
+                && let Ok(t) = SortedIndex::open(&f, &subkeys.cache, &table_name)
+            {
                 cache.remove_others(repo_id, TABLES, &table_name);
                 return Ok(Index::from_table(t));
             }

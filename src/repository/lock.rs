@@ -1,8 +1,17 @@
 //! Repository locks: a shared lock while adding or reading data, an
 //! exclusive one while removing it. A lock is refreshed while it is held
-//! and removed when its guard drops; a lock left by a dead process goes
-//! stale and stops counting.
+//! and removed when its guard drops (or the process is interrupted); a lock
+//! left by a dead process goes stale and stops counting.
+//!
+//! A lock's age is judged by this client's clock, not by the time written
+//! in it (any key can write a lock, dated as it likes): the cache keeps when
+//! each lock was first seen, and a lock is stale once
+//! `now - min(refreshed, first seen)` exceeds [`STALE_AFTER_SECS`]. Without
+//! a cache directory "first seen" is always now, so only a lock's own,
+//! older, time can make it stale. A lock of this host whose process is gone
+//! is removed by the next run here.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -10,11 +19,16 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 
 use crate::backend::{Backend, Kind};
+use crate::cache::{Cache, Record};
+use crate::crypto::subkeys::Subkeys;
 use crate::crypto::{SecretKey, aead};
 use crate::format::lock::{self, Lock, REFRESH_SECS, STALE_AFTER_SECS};
 use crate::format::{FORMAT_VERSION, Id, Timestamp, aad, decode, encode};
 
 use super::Repository;
+
+/// The cache entry: lock object name → when this client first saw it.
+pub const FIRST_SEEN: &str = "locks-first-seen";
 
 /// A held lock; dropping it removes it from the repository.
 pub struct LockGuard {
@@ -23,6 +37,17 @@ pub struct LockGuard {
     /// Dropping it wakes the refresher and ends it.
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<std::thread::JoinHandle<()>>,
+    interrupt_token: u64,
+}
+
+/// A lock found in the repository, as this client judges it.
+pub struct Found {
+    pub name: String,
+    pub lock: Lock,
+    /// Not refreshed for [`STALE_AFTER_SECS`] by this client's clock.
+    pub stale: bool,
+    /// A lock of this host whose process no longer exists.
+    pub orphaned: bool,
 }
 
 fn seal(key: &SecretKey, repo_id: &Id, l: &Lock) -> Result<(String, Vec<u8>)> {
@@ -44,47 +69,122 @@ pub fn write(repo: &Repository, key: &SecretKey, l: &Lock) -> Result<String> {
     Ok(name)
 }
 
-fn describe(l: &Lock) -> String {
+/// The first-seen record, as the cache holds it (empty if missing or not
+/// authentic: then every lock counts as first seen now).
+pub fn first_seen(cache: &Cache, subkeys: &Subkeys, repo_id: &Id) -> BTreeMap<String, i64> {
+    match cache.get_authenticated(repo_id, FIRST_SEEN, &subkeys.cache) {
+        Record::Found(b) => decode(&b, "the record of locks seen").unwrap_or_default(),
+        Record::Missing | Record::Damaged => BTreeMap::new(),
+    }
+}
+
+/// Stores the first-seen record.
+pub fn save_first_seen(cache: &Cache, subkeys: &Subkeys, repo_id: &Id, seen: &BTreeMap<String, i64>) {
+    cache.put_authenticated(repo_id, FIRST_SEEN, &subkeys.cache, &encode(seen));
+}
+
+/// Every readable lock but `except`, judged stale or not by this client's
+/// clock; records when each was first seen and forgets locks now gone.
+pub fn survey(
+    repo: &Repository,
+    subkeys: &Subkeys,
+    cache: &Cache,
+    except: Option<&str>,
+) -> Result<Vec<Found>> {
+    let now = Timestamp::now().sec;
+    let repo_id = repo.id();
+    let names: Vec<String> = repo
+        .backend
+        .list(Kind::Locks)?
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| Some(n.as_str()) != except)
+        .collect();
+    let old = first_seen(cache, subkeys, &repo_id);
+    let seen: BTreeMap<String, i64> = names
+        .iter()
+        .map(|n| (n.clone(), old.get(n).copied().unwrap_or(now).min(now)))
+        .collect();
+    if seen != old {
+        save_first_seen(cache, subkeys, &repo_id, &seen);
+    }
+    let host = crate::hostname();
+    let me = std::process::id();
+    Ok(names
+        .par_iter()
+        .filter_map(|n| {
+            let l = read(repo.backend.as_ref(), &subkeys.index, &repo_id, n)?;
+            let since = l.refreshed.sec.min(seen.get(n).copied().unwrap_or(now));
+            Some(Found {
+                name: n.clone(),
+                stale: now.saturating_sub(since) > STALE_AFTER_SECS,
+                orphaned: l.host == host && l.pid != me && crate::process_is_gone(l.pid),
+                lock: l,
+            })
+        })
+        .collect())
+}
+
+fn describe(f: &Found) -> String {
+    let l = &f.lock;
     format!(
-        "{} lock of host {} (pid {}, {}) taken at {}",
+        "{} lock of host {} (pid {}, {}) taken at {}, last refreshed at {} (lock object {})",
         if l.exclusive { "an exclusive" } else { "a" },
         l.host,
         l.pid,
         l.purpose,
-        crate::commands::format_time(&l.created, false)
+        crate::commands::format_time(&l.created, false),
+        crate::commands::format_time(&l.refreshed, false),
+        f.name,
     )
 }
 
 /// Takes a lock, or says who holds the one in the way.
-pub fn acquire(repo: &Repository, key: &SecretKey, exclusive: bool, purpose: &str) -> Result<LockGuard> {
+pub fn acquire(
+    repo: &Repository,
+    subkeys: &Subkeys,
+    cache: &Cache,
+    exclusive: bool,
+    purpose: &str,
+) -> Result<LockGuard> {
     let now = Timestamp::now();
+    let host = crate::hostname();
     let mine = Lock {
         format: FORMAT_VERSION,
-        host: crate::commands::hostname(),
+        host: host.clone(),
         pid: std::process::id(),
         exclusive,
         purpose: purpose.to_string(),
         created: now,
         refreshed: now,
     };
+    let key = &subkeys.index;
     let name = write(repo, key, &mine)?;
-    let others = repo.backend.list(Kind::Locks)?;
-    let repo_id = repo.id();
-    let blocking: Vec<Lock> = others
-        .par_iter()
-        .filter(|l| l.name != name)
-        .filter_map(|l| read(repo.backend.as_ref(), key, &repo_id, &l.name))
-        .filter(|l| now.sec - l.refreshed.sec < STALE_AFTER_SECS)
-        .filter(|l| exclusive || l.exclusive)
-        .collect();
-    if let Some(b) = blocking.first() {
-        let _ = repo.backend.delete(Kind::Locks, &name);
-        bail!("the repository is in use: {}", describe(b));
+    let mut blocking = None;
+    for f in survey(repo, subkeys, cache, Some(&name))? {
+        if f.orphaned {
+            let _ = repo.backend.delete(Kind::Locks, &f.name);
+        } else if !f.stale && (exclusive || f.lock.exclusive) && blocking.is_none() {
+            blocking = Some(f);
+        }
     }
+    if let Some(b) = blocking {
+        let _ = repo.backend.delete(Kind::Locks, &name);
+        bail!(
+            "the repository is in use: {}; a lock goes stale {} minutes after its last refresh or after this client \
+             first saw it, whichever is earlier, and then `strongroom unlock` removes it \
+             (`strongroom unlock --remove-all` removes every lock, stale or not)",
+            describe(&b),
+            STALE_AFTER_SECS / 60
+        );
+    }
+    repo.backend.remove_stale_temporaries(&host);
     let current = Arc::new(Mutex::new(name));
+    let interrupt_token = crate::interrupt::hold(repo.backend.clone(), current.clone());
     let (stop, stopped) = mpsc::channel::<()>();
     let refresher = {
         let (backend, current, key) = (repo.backend.clone(), current.clone(), key.clone());
+        let repo_id = repo.id();
         std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(Duration::from_secs(REFRESH_SECS))
@@ -93,10 +193,12 @@ pub fn acquire(repo: &Repository, key: &SecretKey, exclusive: bool, purpose: &st
                     refreshed: Timestamp::now(),
                     ..mine.clone()
                 };
+                // Held across the write, so that an interruption (which
+                // takes it to remove the lock) never races a new one in.
+                let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
                 if let Ok((new, sealed)) = seal(&key, &repo_id, &l)
                     && backend.write(Kind::Locks, &new, &sealed).is_ok()
                 {
-                    let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = backend.delete(Kind::Locks, &cur);
                     *cur = new;
                 }
@@ -108,7 +210,30 @@ pub fn acquire(repo: &Repository, key: &SecretKey, exclusive: bool, purpose: &st
         current,
         stop: Some(stop),
         refresher: Some(refresher),
+        interrupt_token,
     })
+}
+
+/// Removes the locks this client judges stale (or whose process on this
+/// host is gone); returns how many.
+pub fn remove_stale(repo: &Repository, subkeys: &Subkeys, cache: &Cache) -> Result<usize> {
+    let mut removed = 0;
+    for f in survey(repo, subkeys, cache, None)? {
+        if f.stale || f.orphaned {
+            repo.backend.delete(Kind::Locks, &f.name)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes every lock object, readable or not; returns how many.
+pub fn remove_all(repo: &Repository) -> Result<usize> {
+    let all = repo.backend.list(Kind::Locks)?;
+    for l in &all {
+        repo.backend.delete(Kind::Locks, &l.name)?;
+    }
+    Ok(all.len())
 }
 
 impl Drop for LockGuard {
@@ -121,5 +246,6 @@ impl Drop for LockGuard {
         if let Err(e) = self.backend.delete(Kind::Locks, &name) {
             crate::warn(&format!("removing lock {name} failed: {e:#}"));
         }
+        crate::interrupt::release(self.interrupt_token);
     }
 }

@@ -1,12 +1,17 @@
 //! Rollback detection: the client remembers, in its cache directory, the
 //! highest config version and the newest snapshot per host it has seen, and
 //! warns when the repository shows it something older.
+//!
+//! The record is authenticated under the cache subkey: one that fails its
+//! MAC (altered by someone else, or torn) is reported once and replaced,
+//! never silently taken as "nothing seen yet".
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Record};
+use crate::crypto::SecretKey;
 use crate::format::{Id, Timestamp, decode, encode};
 
 use super::Repository;
@@ -20,13 +25,40 @@ struct Seen {
     newest: BTreeMap<String, (Timestamp, Id)>,
 }
 
+fn load(cache: &Cache, key: &SecretKey, repo: &Repository) -> Seen {
+    let found = match cache.get_authenticated(&repo.id(), NAME, key) {
+        Record::Missing => return Seen::default(),
+        Record::Found(b) => decode(&b, "the rollback record").ok(),
+        Record::Damaged => None,
+    };
+    found.unwrap_or_else(|| {
+        crate::warn(&format!(
+            "the record of what this client saw of repository {} is damaged; rollback detection starts over",
+            repo.id().short()
+        ));
+        Seen::default()
+    })
+}
+
+fn save(cache: &Cache, key: &SecretKey, repo: &Repository, seen: &Seen) {
+    cache.put_authenticated(&repo.id(), NAME, key, &encode(seen));
+}
+
+/// Records a snapshot this client has just written as seen, so that its
+/// disappearance is noticed like any other's.
+pub fn record_own(cache: &Cache, key: &SecretKey, repo: &Repository, host: &str, time: Timestamp, id: Id) {
+    let mut seen = load(cache, key, repo);
+    let e = seen.newest.entry(host.to_string()).or_insert((time, id));
+    if time >= e.0 {
+        *e = (time, id);
+    }
+    save(cache, key, repo, &seen);
+}
+
 /// Compares what the repository shows with what was seen before, warns on
 /// any step back, and records the newest state.
-pub fn check(cache: &Cache, repo: &Repository, listing: Option<&Listing>) {
-    let mut seen: Seen = cache
-        .get(&repo.id(), NAME)
-        .and_then(|b| decode(&b, "the rollback record").ok())
-        .unwrap_or_default();
+pub fn check(cache: &Cache, key: &SecretKey, repo: &Repository, listing: Option<&Listing>) {
+    let mut seen = load(cache, key, repo);
     if repo.config.version < seen.config_version {
         crate::warn(&format!(
             "the repository's config is at version {}, but version {} was seen before: it may have been rolled back",
@@ -62,5 +94,5 @@ pub fn check(cache: &Cache, repo: &Repository, listing: Option<&Listing>) {
             }
         }
     }
-    cache.put(&repo.id(), NAME, &encode(&seen));
+    save(cache, key, repo, &seen);
 }

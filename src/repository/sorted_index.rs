@@ -9,16 +9,19 @@
 //! then one 56-byte record per blob location, sorted by blob id (a blob
 //! stored in several packs has one record for each, neighbours): id(32)
 //! pack#(4) run#(4) offset(4) length(4) raw_length(4) kind(1) pad(3); last,
-//! the SHA-256 of all that. A damaged
-//! table fails that check and is rebuilt: damage costs work, never a read.
+//! the HMAC-SHA256 under the cache subkey of the table's name and all that.
+//! A damaged or forged table (one another local user altered, or an older
+//! one put under a newer name) fails that check and is rebuilt: damage
+//! costs work, never a read.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
 
 use anyhow::{Result, bail};
 use memmap2::Mmap;
 
+use crate::crypto::SecretKey;
+use crate::crypto::subkeys::{hmac_parts, verify_parts};
 use crate::format::index::{BlobEntry, PackEntries};
 use crate::format::{BlobKind, Id, RunId};
 
@@ -27,6 +30,7 @@ use super::index::Location;
 const MAGIC: &[u8; 8] = b"SRIDX002";
 const HEADER: usize = 32;
 const RECORD: usize = 56;
+const MAC_LEN: usize = 32;
 
 pub struct SortedIndex {
     map: Mmap,
@@ -44,9 +48,10 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 impl SortedIndex {
-    /// Serialises entries into the table format; every location of a blob
-    /// is kept (a pack named twice counts once).
-    pub fn build(files: &[PackEntries]) -> Vec<u8> {
+    /// Serialises entries into the table format, authenticated under `key`
+    /// for the table name `name`; every location of a blob is kept (a pack
+    /// named twice counts once).
+    pub fn build(files: &[PackEntries], key: &SecretKey, name: &str) -> Vec<u8> {
         let mut pack_no: HashMap<Id, u32> = HashMap::new();
         let mut run_no: HashMap<RunId, u32> = HashMap::new();
         let mut packs: Vec<(Id, u64)> = Vec::new();
@@ -90,29 +95,29 @@ impl SortedIndex {
             }
             out.extend_from_slice(&[e.kind.tag(), 0, 0, 0]);
         }
-        let sum = crate::crypto::sha256(&out);
-        out.extend_from_slice(&sum);
+        let mac = hmac_parts(key, &mac_parts(name, &out));
+        out.extend_from_slice(&mac);
         out
     }
 
-    /// Maps a table and checks that its header and size agree.
-    pub fn open(path: &Path) -> Result<SortedIndex> {
-        let f = File::open(path)?;
+    /// Maps a table, checks its MAC for the name it was looked up by, and
+    /// that its header and size agree.
+    pub fn open(f: &File, key: &SecretKey, name: &str) -> Result<SortedIndex> {
         // SAFETY: the cache file is written once (atomically, by rename) and
-        // never modified in place; a concurrent replacement leaves this
-        // mapping on the old inode.
-        let map = unsafe { Mmap::map(&f)? };
-        if map.len() < HEADER + 32 || &map[..8] != MAGIC {
-            bail!("not an index table");
+        // never modified in place by strongroom; the MAC is checked on the
+        // mapping itself, and the directory is this user's alone.
+        let map = unsafe { Mmap::map(f)? };
+        if map.len() < HEADER + MAC_LEN || &map[..8] != MAGIC {
+            bail!("index table {name} is not an index table");
         }
-        let body = map.len() - 32;
-        if crate::crypto::sha256(&map[..body])[..] != map[body..] {
-            bail!("the index table is damaged");
+        let body = map.len() - MAC_LEN;
+        if !verify_parts(key, &mac_parts(name, &map[..body]), &map[body..]) {
+            bail!("index table {name} is damaged or was not made with this repository's key");
         }
         let (packs, runs, blobs) = (u64_at(&map, 8), u64_at(&map, 16), u64_at(&map, 24));
         let want = (HEADER as u128) + packs as u128 * 40 + runs as u128 * 16 + blobs as u128 * RECORD as u128;
         if want != body as u128 {
-            bail!("the index table's size does not match its header");
+            bail!("index table {name}: its size does not match its header");
         }
         Ok(SortedIndex {
             map,
@@ -218,6 +223,10 @@ impl SortedIndex {
     }
 }
 
+fn mac_parts<'a>(name: &'a str, body: &'a [u8]) -> [&'a [u8]; 3] {
+    [b"strongroom index table", name.as_bytes(), body]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,8 +259,10 @@ mod tests {
         ];
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
-        std::fs::write(&p, SortedIndex::build(&files)).unwrap();
-        let t = SortedIndex::open(&p).unwrap();
+        let key = SecretKey([7; 32]);
+        let open = |p: &std::path::Path, name: &str| SortedIndex::open(&File::open(p).unwrap(), &key, name);
+        std::fs::write(&p, SortedIndex::build(&files, &key, "t1")).unwrap();
+        let t = open(&p, "t1").unwrap();
         // Blob 3 is in both packs: both locations are kept, in pack order.
         assert_eq!(t.len(), 4);
         let l = t.get(&Id([9; 32])).unwrap();
@@ -273,13 +284,16 @@ mod tests {
         let sizes: Vec<_> = t.pack_sizes().collect();
         assert_eq!(sizes, vec![(Id([200; 32]), 1000), (Id([201; 32]), 2000)]);
         assert_eq!(t.iter().count(), 4);
+        // A table under another name, or under another key, is refused.
+        assert!(open(&p, "t2").is_err());
+        assert!(SortedIndex::open(&File::open(&p).unwrap(), &SecretKey([8; 32]), "t1").is_err());
         // A truncated or altered table is refused, not misread.
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(SortedIndex::open(&p).is_err());
+        assert!(open(&p, "t1").is_err());
         let mut altered = bytes.clone();
         altered[HEADER + 2 * 40 + 2 * 16 + 40] ^= 1;
         std::fs::write(&p, &altered).unwrap();
-        assert!(SortedIndex::open(&p).is_err());
+        assert!(open(&p, "t1").is_err());
     }
 }

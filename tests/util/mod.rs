@@ -166,6 +166,20 @@ impl Env {
         self.run_with(&self.keys.writer, args)
     }
 
+    /// Starts `-r repo -k FULLKEY args…` without waiting, output captured.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd()
+            .arg("-r")
+            .arg(self.repo())
+            .arg("-k")
+            .arg(&self.keys.full)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn init(&self) {
         self.run(&["init"]).ok();
     }

@@ -1,0 +1,93 @@
+//! Ctrl-C and SIGTERM: the held locks and this process's temporary files are
+//! removed, "interrupted" is said, and the process exits 130.
+//!
+//! No work is done in a signal handler: `main` blocks both signals before
+//! any thread starts (every later thread inherits the mask), and one thread
+//! waits for them with `sigwait` and then cleans up as ordinary code.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, Kind};
+
+/// The exit code after SIGINT or SIGTERM (128 + SIGINT, as shells report).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+struct Held {
+    token: u64,
+    backend: Arc<dyn Backend>,
+    /// The name of the lock object, which its refresher replaces while it
+    /// holds this mutex.
+    lock: Arc<Mutex<String>>,
+}
+
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Registers a held lock, to be removed if the process is interrupted;
+/// returns the token that [`release`] takes.
+pub fn hold(backend: Arc<dyn Backend>, lock: Arc<Mutex<String>>) -> u64 {
+    let token = NEXT.fetch_add(1, Ordering::Relaxed);
+    HELD.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Held { token, backend, lock });
+    token
+}
+
+/// Forgets a lock that its holder removes itself.
+pub fn release(token: u64) {
+    HELD.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|h| h.token != token);
+}
+
+/// Blocks SIGINT and SIGTERM and starts the thread that waits for them.
+/// Must run before any other thread starts, so that none of them takes
+/// the signals with the default (killing) action.
+pub fn install() {
+    // SAFETY: a zeroed sigset_t is a valid argument for sigemptyset, and
+    // the set is only passed by pointer to the libc calls that fill and
+    // read it.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        set
+    };
+    let started = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        loop {
+            let mut sig = 0;
+            // SAFETY: `set` is an initialised signal set, `sig` a valid
+            // place for the result.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                interrupted();
+            }
+        }
+    });
+    if started.is_err() {
+        // Without the waiting thread, let the signals kill as before.
+        // SAFETY: as above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
+
+fn interrupted() -> ! {
+    eprintln!("strongroom: interrupted");
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    // The lock names stay locked until the process ends, so no refresher
+    // can put a new lock object in place of the one removed here.
+    let mut names = Vec::new();
+    for h in held.iter() {
+        let name = h.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = h.backend.delete(Kind::Locks, &name) {
+            crate::warn(&format!("removing lock {} failed: {e:#}", *name));
+        }
+        h.backend.remove_own_temporaries();
+        names.push(name);
+    }
+    std::process::exit(EXIT_INTERRUPTED)
+}
