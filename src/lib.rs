@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod crypto;
 pub mod error;
+pub mod escape;
 pub mod format;
 pub mod fs;
 pub mod keys;
@@ -28,9 +29,10 @@ pub fn verbosity() -> i8 {
     VERBOSITY.load(Ordering::Relaxed)
 }
 
-/// A warning on stderr, unless `-q`.
+/// A warning on stderr, unless `-q`; escaped, as it may name what a
+/// repository holds.
 pub fn warn(msg: &str) {
     if verbosity() >= 0 {
-        eprintln!("warning: {msg}");
+        eprintln!("warning: {}", escape::text(msg));
     }
 }

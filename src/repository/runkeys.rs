@@ -185,7 +185,8 @@ impl<'a> Keyring<'a> {
     fn load(&self, run: &RunId) -> Result<RunKeys> {
         let cache_name = format!("runkeys/{run}");
         if let Some(sealed) = self.cache.get(&self.repo.id(), &cache_name)
-            && let Ok(plain) = aead::open(&self.cache_key, &self.cache_aad(run), &sealed)
+            && let Ok(plain) =
+                aead::open(&self.cache_key, &self.cache_aad(run), &sealed).map(zeroize::Zeroizing::new)
             && let Some(k) = RunKeys::from_secret_bytes(*run, &plain)
         {
             return Ok(k);
