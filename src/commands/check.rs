@@ -25,7 +25,7 @@ struct Report {
 
 impl Report {
     fn error(&self, msg: String) {
-        eprintln!("error: {msg}");
+        eprintln!("error: {}", crate::escape::text(&msg));
         self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
     }
 }
@@ -137,7 +137,9 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
                     }
                 };
                 for n in tree.nodes {
-                    let p = path.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(&n.name)));
+                    let p = path.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                        &n.name,
+                    ));
                     if n.kind == NodeKind::Dir {
                         if let Some(t) = n.subtree {
                             stack.push((t, p));
