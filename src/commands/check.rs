@@ -182,10 +182,23 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     }
 
     let errors = report.errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    if ctx.global.json {
+        super::print_json(&serde_json::json!({
+            "message_type": "summary",
+            "errors": errors,
+            "snapshots": listing.snapshots.len(),
+            "refused_snapshots": listing.refused.len(),
+            "packs": index.packs().count(),
+            "unindexed_packs": unindexed,
+            "blobs": index.len(),
+            "trees_checked": reader.is_some(),
+            "data_read": a.read_data,
+        }))?;
+    }
     if !errors.is_empty() {
         bail!("check found {} error(s) (named above)", errors.len());
     }
-    if !ctx.global.quiet {
+    if !ctx.global.quiet && !ctx.global.json {
         println!(
             "no errors: {} snapshot(s), {} pack(s), {} blob(s)",
             listing.snapshots.len(),
