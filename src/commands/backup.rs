@@ -48,29 +48,25 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         return Err(Exit::usage("--stdin-filename must be a plain file name"));
     }
     // Like restic: a path that is not there is named and skipped, and the
-    // snapshot of the others ends with exit 3.
-    let mut skipped = 0;
+    // snapshot of the others ends with exit 3; if none is there, one
+    // sentence names them all.
     let mut paths: Vec<PathBuf> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     if !a.stdin {
         for p in &a.paths {
             match std::fs::symlink_metadata(p) {
                 Ok(_) => paths.push(resolve(p)?),
-                Err(e) => {
-                    crate::warn(&format!("cannot back up {}: {e}; skipping it", p.display()));
-                    skipped += 1;
-                }
+                Err(e) => missing.push(format!("{}: {e}", p.display())),
             }
         }
         if paths.is_empty() {
-            bail!(
-                "nothing to back up: {}",
-                match a.paths.as_slice() {
-                    [one] => format!("{} does not exist or cannot be reached", one.display()),
-                    _ => "none of the paths given exists or can be reached".to_string(),
-                }
-            );
+            bail!("nothing to back up: {}", missing.join("; "));
+        }
+        for m in &missing {
+            crate::warn(&format!("skipping {m}"));
         }
     }
+    let skipped = missing.len();
     let path_bytes: Vec<Vec<u8>> = if a.stdin {
         vec![format!("/{}", a.stdin_filename.as_deref().unwrap_or("stdin")).into_bytes()]
     } else {
