@@ -37,7 +37,7 @@ pub struct Global {
     /// Machine-readable JSON output
     #[arg(long, global = true)]
     pub json: bool,
-    /// More detail on stderr
+    /// -v: backup names each new and modified file on stdout; -vv also unchanged ones
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Only errors on stderr

@@ -12,9 +12,13 @@
 //! - 1: failure (the error says what and where);
 //! - 2: usage error (bad arguments, a snapshot that does not exist, a key of
 //!   the wrong kind for the command);
-//! - 3: a backup was written but some files could not be read (each named on
-//!   stderr);
+//! - 3: a backup was written but some files could not be read, or some paths
+//!   given do not exist (each named on stderr);
 //! - 130: interrupted by SIGINT or SIGTERM (`crate::interrupt`).
+//!
+//! With `--json`, `main` also prints the error on stdout as one JSON object,
+//! `{"message_type":"error","message":…,"exit_code":…}`; on stderr the chain
+//! is escaped for the terminal, as it may name what a repository holds.
 
 use std::fmt;
 

@@ -4,12 +4,13 @@
 //! reads only the snapshot catalog. Which one a command holds is a type, so
 //! a read path cannot even be written for a writer key.
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::aead;
 use crate::crypto::passphrase::KdfParams;
@@ -18,7 +19,7 @@ use crate::crypto::subkeys::Subkeys;
 use crate::crypto::{SecretKey, random_array};
 use crate::error::Exit;
 use crate::format::envelope::{CERT_SIGNED_TYPE, WriterCertificate};
-use crate::format::keyfile::{KEYFILE_VERSION, KeyFileOnDisk, KeyKind, MAGIC, SEAL_AAD, Secrets};
+use crate::format::keyfile::{KEYFILE_VERSION, KeyFileOnDisk, KeyKind, MAGIC, Secrets, encode_secret};
 use crate::format::{FORMAT_VERSION, Signed, decode, encode};
 
 /// What every key of a repository shares.
@@ -145,29 +146,30 @@ fn secrets_of(key: &Key) -> Result<Secrets> {
 /// Writes a key file with mode 0600, refusing to overwrite one.
 pub fn save(key: &Key, path: &Path, passphrase: Option<&[u8]>) -> Result<()> {
     let secrets = secrets_of(key)?;
-    let plain = Zeroizing::new(encode(&secrets));
-    let (kdf, secret) = match passphrase {
-        Some(p) => {
-            let kdf = KdfParams::new()?;
-            let k = kdf.derive(p)?;
-            (Some(kdf), aead::seal(&k, SEAL_AAD, &plain)?)
-        }
-        None => (None, plain.to_vec()),
-    };
+    let plain = encode_secret(&secrets, secrets.size_hint());
     let (kind, host) = match key {
         Key::Full(_) => (KeyKind::Full, None),
         Key::Writer(k) => (KeyKind::Writer, Some(k.host.clone())),
     };
-    let file = KeyFileOnDisk {
+    let mut file = KeyFileOnDisk {
         magic: MAGIC.to_string(),
         version: KEYFILE_VERSION,
         kind,
         host,
         ca_pem: key.shared().ca_pem.clone(),
-        kdf,
-        secret,
+        kdf: None,
+        secret: Vec::new(),
     };
-    let bytes = encode(&file);
+    match passphrase {
+        Some(p) => {
+            let kdf = KdfParams::new()?;
+            let k = kdf.derive(p)?;
+            file.kdf = Some(kdf);
+            file.secret = aead::seal(&k, &file.seal_aad(), &plain)?;
+        }
+        None => file.secret = plain.to_vec(),
+    }
+    let bytes = encode_secret(&file, file.secret.len() + file.seal_aad().len() + 64);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -200,16 +202,19 @@ pub fn read_on_disk(path: &Path) -> Result<KeyFileOnDisk> {
 
 /// Opens a key file, asking for its passphrase if it has one.
 pub fn load(path: &Path, passphrases: &PassphraseSource) -> Result<Key> {
+    keep_out_of_core_dumps();
     let mut file = read_on_disk(path)?;
     let plain = match &file.kdf {
         None => Zeroizing::new(std::mem::take(&mut file.secret)),
         Some(kdf) => {
             let p = passphrases.get(&format!("Passphrase for {}: ", path.display()))?;
             let k = kdf.derive(&p)?;
-            Zeroizing::new(
-                aead::open(&k, SEAL_AAD, &file.secret)
-                    .map_err(|_| anyhow!("wrong passphrase for key file {}", path.display()))?,
-            )
+            Zeroizing::new(aead::open(&k, &file.seal_aad(), &file.secret).map_err(|_| {
+                anyhow!(
+                    "wrong passphrase for key file {} (or the file is damaged or tampered)",
+                    path.display()
+                )
+            })?)
         }
     };
     let s: Secrets = decode(&plain, &format!("key file {}", path.display()))?;
@@ -230,14 +235,116 @@ pub fn load(path: &Path, passphrases: &PassphraseSource) -> Result<Key> {
         }),
         KeyKind::Writer => {
             let (body, signature) = s.writer_certificate.clone().ok_or_else(damaged)?;
-            Key::Writer(WriterKey {
+            let key = WriterKey {
                 shared,
                 host: file.host.clone().ok_or_else(damaged)?,
                 signing: PrivateKey::from_der(s.writer_private.as_ref().ok_or_else(damaged)?)?,
                 certificate: Signed { body, signature },
-            })
+            };
+            check_certificate(&key).with_context(|| format!("key file {} is refused", path.display()))?;
+            Key::Writer(key)
         }
     })
+}
+
+/// A writer key's certificate must be the root's word for this very key:
+/// signed by the root key in the same file, for the file's host, over the
+/// file's signing key.
+fn check_certificate(key: &WriterKey) -> Result<()> {
+    let cert = &key.certificate;
+    let c: WriterCertificate =
+        postcard::from_bytes(&cert.body).map_err(|_| anyhow!("its writer certificate is malformed"))?;
+    if c.format != FORMAT_VERSION {
+        bail!(
+            "its writer certificate has format {}, not {FORMAT_VERSION}",
+            c.format
+        );
+    }
+    if !key
+        .shared
+        .root_public
+        .verify(CERT_SIGNED_TYPE, &cert.body, &cert.signature)
+    {
+        bail!("its writer certificate is not signed by its root key");
+    }
+    if c.host != key.host {
+        bail!(
+            "its writer certificate is for host {}, not for its host {}",
+            c.host,
+            key.host
+        );
+    }
+    if c.public_key != key.signing.public().der() {
+        bail!("its writer certificate certifies another signing key");
+    }
+    Ok(())
+}
+
+/// Keeps secrets out of core dumps and away from same-user debuggers: no
+/// core file, and a process other unprivileged processes cannot ptrace or
+/// read through /proc.
+fn keep_out_of_core_dumps() {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on this process, with a valid struct.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+static ENV_PASSPHRASE: OnceLock<Option<Zeroizing<Vec<u8>>>> = OnceLock::new();
+
+/// Takes `STRONGROOM_PASSPHRASE` out of the environment: keeps the value,
+/// wipes its bytes in the environment block (which `/proc/PID/environ`
+/// shows) and removes the variable, so child processes never inherit it.
+///
+/// # Safety
+/// Call once, at the start of `main`, before any other thread exists.
+pub unsafe fn take_env_passphrase() {
+    const NAME: &str = "STRONGROOM_PASSPHRASE";
+    let value = std::env::var_os(NAME).map(|v| Zeroizing::new(v.into_encoded_bytes()));
+    if value.is_some() {
+        // SAFETY: no other thread reads or writes the environment (the
+        // caller's promise); each entry is a NUL-terminated string we own
+        // for the life of the process.
+        unsafe {
+            let mut p = environ;
+            while !(*p).is_null() {
+                let entry = *p;
+                let len = libc::strlen(entry);
+                let bytes = std::slice::from_raw_parts_mut(entry.cast::<u8>(), len);
+                if bytes.len() > NAME.len() && bytes.starts_with(NAME.as_bytes()) && bytes[NAME.len()] == b'='
+                {
+                    bytes[NAME.len() + 1..].zeroize();
+                }
+                p = p.add(1);
+            }
+            std::env::remove_var(NAME);
+        }
+    }
+    let _ = ENV_PASSPHRASE.set(value);
+}
+
+unsafe extern "C" {
+    static mut environ: *mut *mut libc::c_char;
+}
+
+fn env_passphrase() -> Option<Zeroizing<Vec<u8>>> {
+    match ENV_PASSPHRASE.get() {
+        Some(v) => v.clone(),
+        // A library user that never called `take_env_passphrase`.
+        None => std::env::var_os("STRONGROOM_PASSPHRASE").map(|v| Zeroizing::new(v.into_encoded_bytes())),
+    }
+}
+
+fn has_env_passphrase() -> bool {
+    match ENV_PASSPHRASE.get() {
+        Some(v) => v.is_some(),
+        None => std::env::var_os("STRONGROOM_PASSPHRASE").is_some(),
+    }
 }
 
 /// Where passphrases come from, in order: `--passphrase-file`,
@@ -252,8 +359,8 @@ impl PassphraseSource {
         if let Some(f) = &self.file {
             return read_passphrase_file(f);
         }
-        if let Some(p) = std::env::var_os("STRONGROOM_PASSPHRASE") {
-            return Ok(Zeroizing::new(p.into_encoded_bytes()));
+        if let Some(p) = env_passphrase() {
+            return Ok(p);
         }
         if let Some(f) = std::env::var_os("STRONGROOM_PASSPHRASE_FILE") {
             return read_passphrase_file(Path::new(&f));
@@ -264,7 +371,7 @@ impl PassphraseSource {
     /// A new passphrase: from the same sources, or typed twice.
     pub fn get_new(&self) -> Result<Zeroizing<Vec<u8>>> {
         if self.file.is_some()
-            || std::env::var_os("STRONGROOM_PASSPHRASE").is_some()
+            || has_env_passphrase()
             || std::env::var_os("STRONGROOM_PASSPHRASE_FILE").is_some()
         {
             let p = self.get("")?;
@@ -286,13 +393,35 @@ impl PassphraseSource {
 }
 
 fn read_passphrase_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let mut p = Zeroizing::new(
-        std::fs::read(path).with_context(|| format!("reading passphrase file {}", path.display()))?,
-    );
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("reading passphrase file {}", path.display()))?;
+    let mut p = Zeroizing::new(Vec::new());
+    let mut chunk = Zeroizing::new([0u8; 256]);
+    loop {
+        let n = match f.read(&mut chunk[..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading passphrase file {}", path.display())),
+        };
+        push_secret(&mut p, &chunk[..n]);
+    }
     while p.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
         p.pop();
     }
     Ok(p)
+}
+
+/// Appends to a secret buffer, growing it by hand so the old allocation is
+/// wiped rather than left behind by a reallocation.
+fn push_secret(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    let need = buf.len() + bytes.len();
+    if need > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(need.max(64) * 2));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(bytes);
 }
 
 fn prompt_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
@@ -321,12 +450,25 @@ fn prompt_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
         new.c_lflag |= libc::ECHONL;
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &new) };
     }
-    let mut line = Zeroizing::new(String::new());
-    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    // Byte by byte, unbuffered: no reader's buffer keeps a copy.
+    let mut line = Zeroizing::new(Vec::new());
+    let mut byte = Zeroizing::new([0u8; 1]);
+    let mut r = &tty;
+    let read = loop {
+        match r.read(&mut byte[..]) {
+            Ok(0) => break Ok(()),
+            Ok(_) if byte[0] == b'\n' => break Ok(()),
+            Ok(_) => push_secret(&mut line, &byte[..]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+    };
     if have_termios {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
     }
     read.context("reading the passphrase from the terminal")?;
-    let trimmed = line.trim_end_matches(['\n', '\r']);
-    Ok(Zeroizing::new(trimmed.as_bytes().to_vec()))
+    while line.last().is_some_and(|c| *c == b'\r') {
+        line.pop();
+    }
+    Ok(line)
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod crypto;
 pub mod error;
+pub mod escape;
 pub mod format;
 pub mod fs;
 pub mod interrupt;
@@ -29,10 +30,11 @@ pub fn verbosity() -> i8 {
     VERBOSITY.load(Ordering::Relaxed)
 }
 
-/// A warning on stderr, unless `-q`.
+/// A warning on stderr, unless `-q`; escaped, as it may name what a
+/// repository holds.
 pub fn warn(msg: &str) {
     if verbosity() >= 0 {
-        eprintln!("warning: {msg}");
+        eprintln!("warning: {}", escape::text(msg));
     }
 }
 

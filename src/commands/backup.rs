@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::chunker::Chunker;
 use crate::cli::BackupArgs;
@@ -47,18 +47,26 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     {
         return Err(Exit::usage("--stdin-filename must be a plain file name"));
     }
-    let paths: Vec<PathBuf> = if a.stdin {
-        Vec::new()
-    } else {
-        a.paths
-            .iter()
-            .map(|p| {
-                std::fs::symlink_metadata(p)
-                    .map_err(|e| Exit::usage(format!("cannot back up {}: {e}", p.display())))?;
-                resolve(p)
-            })
-            .collect::<Result<_>>()?
-    };
+    // Like restic: a path that is not there is named and skipped, and the
+    // snapshot of the others ends with exit 3; if none is there, one
+    // sentence names them all.
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    if !a.stdin {
+        for p in &a.paths {
+            match std::fs::symlink_metadata(p) {
+                Ok(_) => paths.push(resolve(p)?),
+                Err(e) => missing.push(format!("{}: {e}", p.display())),
+            }
+        }
+        if paths.is_empty() {
+            bail!("nothing to back up: {}", missing.join("; "));
+        }
+        for m in &missing {
+            crate::warn(&format!("skipping {m}"));
+        }
+    }
+    let skipped = missing.len();
     let path_bytes: Vec<Vec<u8>> = if a.stdin {
         vec![format!("/{}", a.stdin_filename.as_deref().unwrap_or("stdin")).into_bytes()]
     } else {
@@ -107,7 +115,12 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         a.one_file_system,
         old_cache,
         parent_trees,
-    );
+    )
+    .list_files(if ctx.global.json || ctx.global.quiet {
+        0
+    } else {
+        ctx.global.verbose
+    });
     let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
     let tree = crate::progress::run(
         show,
@@ -161,7 +174,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
             "bytes_read": s.bytes_read,
             "bytes_total": s.bytes_total,
             "bytes_added": s.bytes_added,
-            "errors": errors.len(),
+            "errors": errors.len() + skipped,
         }))?;
     } else if !ctx.global.quiet {
         println!(
@@ -174,11 +187,11 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
             crate::progress::bytes(s.bytes_added),
         );
     }
-    if !errors.is_empty() {
+    if !errors.is_empty() || skipped > 0 {
         return Err(Exit::partial(format!(
-            "snapshot {} was saved, but {} file(s) could not be read (named above)",
+            "snapshot {} was saved, but {} path(s) could not be read (named above)",
             id.short(),
-            errors.len()
+            errors.len() + skipped
         )));
     }
     Ok(())

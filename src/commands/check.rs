@@ -25,7 +25,7 @@ struct Report {
 
 impl Report {
     fn error(&self, msg: String) {
-        eprintln!("error: {msg}");
+        eprintln!("error: {}", crate::escape::text(&msg));
         self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
     }
 }
@@ -202,7 +202,9 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
                     }
                 };
                 for n in tree.nodes {
-                    let p = path.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(&n.name)));
+                    let p = path.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                        &n.name,
+                    ));
                     if n.kind == NodeKind::Dir {
                         if let Some(t) = n.subtree {
                             stack.push((t, p));
@@ -245,10 +247,23 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     }
 
     let errors = report.errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    if ctx.global.json {
+        super::print_json(&serde_json::json!({
+            "message_type": "summary",
+            "errors": errors,
+            "snapshots": listing.snapshots.len(),
+            "refused_snapshots": listing.refused.len(),
+            "packs": index.packs().count(),
+            "unindexed_packs": unindexed,
+            "blobs": index.len(),
+            "trees_checked": reader.is_some(),
+            "data_read": a.read_data,
+        }))?;
+    }
     if !errors.is_empty() {
         bail!("check found {} error(s) (named above)", errors.len());
     }
-    if !ctx.global.quiet {
+    if !ctx.global.quiet && !ctx.global.json {
         println!(
             "no errors: {} snapshot(s), {} pack(s), {} blob(s)",
             listing.snapshots.len(),

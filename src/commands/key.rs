@@ -30,7 +30,15 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             let pass = new_passphrase(no_passphrase, new_passphrase_file)?;
             let writer = key.export_writer(&host, bits)?;
             keys::save(&Key::Writer(writer), &out, pass.as_deref().map(|p| &p[..]))?;
-            if !ctx.global.quiet {
+            if ctx.global.json {
+                super::print_json(&serde_json::json!({
+                    "message_type": "key",
+                    "kind": "writer",
+                    "host": host,
+                    "path": out.to_string_lossy(),
+                    "passphrase": pass.is_some(),
+                }))?;
+            } else if !ctx.global.quiet {
                 eprintln!("wrote writer key for host {host} to {}", out.display());
             }
         }
@@ -45,6 +53,13 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                 .open(&out)
                 .with_context(|| format!("creating {}", out.display()))?;
             f.write_all(text.as_bytes())?;
+            if ctx.global.json {
+                super::print_json(&serde_json::json!({
+                    "message_type": "public_key",
+                    "path": out.to_string_lossy(),
+                    "fingerprint": hex::encode(key.encryption.public().fingerprint()),
+                }))?;
+            }
         }
         KeyCommand::Passwd {
             new_passphrase_file,
@@ -61,7 +76,13 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             let tmp_path = tmp.path().join("key");
             keys::save(&key, &tmp_path, pass.as_deref().map(|p| &p[..]))?;
             std::fs::rename(&tmp_path, &path).with_context(|| format!("replacing {}", path.display()))?;
-            if !ctx.global.quiet {
+            if ctx.global.json {
+                super::print_json(&serde_json::json!({
+                    "message_type": "key",
+                    "path": path.to_string_lossy(),
+                    "passphrase": pass.is_some(),
+                }))?;
+            } else if !ctx.global.quiet {
                 eprintln!("changed the passphrase of {}", path.display());
             }
         }
@@ -81,9 +102,16 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             }
             let der = hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
             let recipient = PublicKey::from_der(&der)?;
+            let recipient_fingerprint = recipient.fingerprint();
             let mut repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
             repo.add_recipient(&key, recipient)?;
-            if !ctx.global.quiet {
+            if ctx.global.json {
+                super::print_json(&serde_json::json!({
+                    "message_type": "recipient",
+                    "fingerprint": hex::encode(recipient_fingerprint),
+                    "config_version": repo.config.version,
+                }))?;
+            } else if !ctx.global.quiet {
                 eprintln!("added a recipient; backups from now on are readable with its key too");
             }
         }

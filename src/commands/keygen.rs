@@ -21,7 +21,14 @@ pub fn run(ctx: &Ctx, a: KeygenArgs) -> Result<()> {
     };
     let key = FullKey::generate(a.bits)?;
     keys::save(&Key::Full(key), &a.out, passphrase.as_deref().map(|p| &p[..]))?;
-    if !ctx.global.quiet {
+    if ctx.global.json {
+        super::print_json(&serde_json::json!({
+            "message_type": "key",
+            "kind": "full",
+            "path": a.out.to_string_lossy(),
+            "passphrase": !a.no_passphrase,
+        }))?;
+    } else if !ctx.global.quiet {
         eprintln!(
             "wrote full key {} (keep it safe: without it no backup can be read)",
             a.out.display()

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::cli::{DumpArgs, LsArgs};
 use crate::error::Exit;
+use crate::escape;
 use crate::format::tree::{Extent, Node, NodeKind};
 use crate::format::{Id, Timestamp};
 use crate::repository::reader::Reader;
@@ -140,8 +141,8 @@ pub fn run_ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
         return super::print_json(&v);
     }
     for n in &nodes {
-        let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
-        let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
+        let owner = n.user.as_deref().map_or_else(|| n.uid.to_string(), escape::text);
+        let group = n.group.as_deref().map_or_else(|| n.gid.to_string(), escape::text);
         let size = match n.kind {
             NodeKind::CharDevice | NodeKind::BlockDevice => {
                 format!(
@@ -161,12 +162,12 @@ pub fn run_ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
             size,
             format_time(&n.mtime, false)
         )?;
-        out.write_all(&n.name)?;
+        // Names and targets are the writer's bytes: escaped for the terminal.
+        write!(out, "{}", escape::bytes(&n.name))?;
         if n.kind == NodeKind::Symlink {
-            out.write_all(b" -> ")?;
-            out.write_all(&n.target)?;
+            write!(out, " -> {}", escape::bytes(&n.target))?;
         }
-        out.write_all(b"\n")?;
+        writeln!(out)?;
     }
     Ok(())
 }

@@ -124,7 +124,7 @@ pub fn parse_time(s: &str) -> Result<Timestamp> {
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v).context("writing JSON")?;
+    serde_json::to_writer(&mut out, v).context("writing JSON")?;
     writeln!(out)?;
     Ok(())
 }

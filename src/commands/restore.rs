@@ -49,7 +49,17 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
     })?;
     let errors = restorer.errors();
-    if !ctx.global.quiet && !ctx.global.json {
+    if ctx.global.json {
+        super::print_json(&serde_json::json!({
+            "message_type": "summary",
+            "snapshot": snap.id.to_hex(),
+            "short_id": snap.id.short(),
+            "target": a.target.to_string_lossy(),
+            "files": restorer.files.load(std::sync::atomic::Ordering::Relaxed),
+            "bytes": restorer.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            "errors": errors.len(),
+        }))?;
+    } else if !ctx.global.quiet {
         eprintln!(
             "restored snapshot {} into {}: {} files, {}",
             snap.id.short(),

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use anyhow::Result;
 
 use crate::cli::SnapshotsArgs;
+use crate::escape;
 use crate::repository::snapshots::Snapshot;
 use crate::repository::trust::SignedBy;
 
@@ -70,9 +71,14 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
                 format_time(&s.catalog.time, false)
                     .trim_end_matches('Z')
                     .replace('T', " "),
-                s.catalog.host,
-                s.catalog.tags.join(","),
-                paths_lossy(s).join(" ")
+                escape::text(&s.catalog.host),
+                escape::text(&s.catalog.tags.join(",")),
+                s.catalog
+                    .paths
+                    .iter()
+                    .map(|p| escape::bytes(p))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
         if !ctx.global.quiet {

@@ -63,6 +63,8 @@ pub struct Archiver<'a> {
     dirs: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
+    /// Files named on stdout: 1 the new and modified, 2 also the unchanged.
+    list: u8,
 }
 
 impl<'a> Archiver<'a> {
@@ -92,6 +94,21 @@ impl<'a> Archiver<'a> {
             dirs: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
+            list: 0,
+        }
+    }
+
+    /// Names files on stdout as they are stored, as `-v` (new and modified)
+    /// and `-vv` (also unchanged) ask.
+    pub fn list_files(mut self, level: u8) -> Self {
+        self.list = level;
+        self
+    }
+
+    fn listed(&self, level: u8, what: &str, path: &Path) {
+        if self.list >= level {
+            use std::io::Write;
+            let _ = writeln!(io::stdout().lock(), "{what} {}", crate::escape::path(path));
         }
     }
 
@@ -321,6 +338,7 @@ impl<'a> Archiver<'a> {
                 })
             {
                 self.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                self.listed(2, "unchanged", path);
                 self.remember(key, old.clone());
                 return Ok(old.content.clone());
             }
@@ -338,8 +356,10 @@ impl<'a> Archiver<'a> {
         let content = self.read_file(path, meta)?;
         if old.is_some() {
             self.files_changed.fetch_add(1, Ordering::Relaxed);
+            self.listed(1, "modified", path);
         } else {
             self.files_new.fetch_add(1, Ordering::Relaxed);
+            self.listed(1, "new", path);
         }
         if meta.nlink() > 1 {
             self.hardlinks
@@ -472,6 +492,7 @@ impl<'a> Archiver<'a> {
         self.bytes_read.fetch_add(total, Ordering::Relaxed);
         self.bytes_total.fetch_add(total, Ordering::Relaxed);
         self.files_new.fetch_add(1, Ordering::Relaxed);
+        self.listed(1, "new", &Path::new("/").join(name));
         let now = Timestamp::now();
         // SAFETY: getuid/getgid/umask cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

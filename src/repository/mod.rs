@@ -22,7 +22,7 @@ use crate::backend::{Backend, Kind, is_not_found};
 use crate::crypto::pk::PublicKey;
 use crate::error::Exit;
 use crate::format::config::{self, ChunkerParams, Config, Recipient};
-use crate::format::{FORMAT_VERSION, Id, Signed, decode, encode};
+use crate::format::{FORMAT_VERSION, Id, Signed, encode};
 use crate::keys::{FullKey, Shared};
 
 /// An opened repository: its backend and its verified config.
@@ -72,7 +72,8 @@ impl Repository {
                 e.context(format!("reading the config of {}", backend.location()))
             }
         })?;
-        let signed: Signed = decode(&bytes, "the repository config")?;
+        let damaged = || anyhow!("the config of {} is damaged", backend.location());
+        let signed: Signed = postcard::from_bytes(&bytes).map_err(|_| damaged())?;
         if !key
             .root_public
             .verify(config::SIGNED_TYPE, &signed.body, &signed.signature)
@@ -82,7 +83,7 @@ impl Repository {
                 backend.location()
             );
         }
-        let config: Config = decode(&signed.body, "the repository config")?;
+        let config: Config = postcard::from_bytes(&signed.body).map_err(|_| damaged())?;
         if config.format != FORMAT_VERSION {
             bail!(
                 "repository {} has format {}, this strongroom reads format {FORMAT_VERSION}",

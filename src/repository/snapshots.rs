@@ -138,7 +138,7 @@ impl Listing {
     /// Finds a snapshot by `latest`, a full id or a unique prefix of at
     /// least 8 hex digits; `latest` honours `host`.
     pub fn find(&self, spec: &str, host: Option<&str>) -> Result<&Snapshot> {
-        let mut candidates = self
+        let candidates = self
             .snapshots
             .iter()
             .filter(|s| host.is_none_or(|h| s.catalog.host == h));
@@ -147,7 +147,28 @@ impl Listing {
                 0 => String::new(),
                 n => format!(" that verifies ({n} refused: `strongroom snapshots` names them)"),
             };
-            return candidates.next_back().ok_or_else(|| match host {
+            // A snapshot dated far ahead would stay `latest` for years: it is
+            // passed over, and named.
+            let (future, now): (Vec<&Snapshot>, Vec<&Snapshot>) = candidates.partition(|s| s.future);
+            let ids = || future.iter().map(|s| s.id.short()).collect::<Vec<_>>().join(", ");
+            if let Some(s) = now.last() {
+                if !future.is_empty() {
+                    crate::warn(&format!(
+                        "`latest` is {}, passing over snapshot(s) {} dated more than a day in the future",
+                        s.id.short(),
+                        ids()
+                    ));
+                }
+                return Ok(s);
+            }
+            if !future.is_empty() {
+                return Err(Exit::usage(format!(
+                    "no snapshot{} is dated before tomorrow (snapshot(s) {} lie in the future: name one by its id)",
+                    host.map(|h| format!(" of host {h}")).unwrap_or_default(),
+                    ids()
+                )));
+            }
+            return Err(match host {
                 Some(h) => Exit::usage(format!("there is no snapshot of host {h}{refused}")),
                 None => Exit::usage(format!("the repository has no snapshot{refused}")),
             });

@@ -18,7 +18,7 @@ pub struct Keys {
 }
 
 pub fn keys() -> Keys {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-keys-v1");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-keys-v2");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = File::create(dir.join(".lock")).unwrap();
     // SAFETY: flock on a descriptor we own; released when `lock` drops.
@@ -122,6 +122,20 @@ impl Env {
             .prefix("t-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
+        Env { dir, keys }
+    }
+
+    /// A sandbox any user can reach wherever the checkout sits (for tests
+    /// that run the binary as another user): a fresh directory under
+    /// /tmp, mode 0755, removed at the end.
+    pub fn reachable() -> Env {
+        use std::os::unix::fs::PermissionsExt;
+        let keys = keys();
+        let dir = tempfile::Builder::new()
+            .prefix("strongroom-t-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         Env { dir, keys }
     }
 
