@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// A 256-bit identifier: a blob id (keyed HMAC of the plaintext), or an
 /// object name (SHA-256 of the stored bytes).

@@ -77,7 +77,7 @@ pub const MAX_XATTR_NAME: usize = 255;
 pub const MAX_XATTR_VALUE: usize = 64 * 1024;
 
 fn shown(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).escape_debug().to_string()
+    String::from_utf8_lossy(name).into_owned()
 }
 
 /// Whether `name` may name an entry: not empty, `.` or `..`, no `/` or

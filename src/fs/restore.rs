@@ -89,7 +89,7 @@ impl<'a> Restorer<'a> {
 
     fn error(&self, rel: &Path, err: &anyhow::Error) {
         let msg = format!("restoring {}: {err:#}", self.show(rel).display());
-        eprintln!("error: {msg}");
+        eprintln!("error: {}", crate::escape::text(&msg));
         self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
     }
 
@@ -99,7 +99,7 @@ impl<'a> Restorer<'a> {
             Replaced::Symlink(target) => crate::warn(&format!(
                 "{}: replaced the symlink that was there (to {}) instead of following it",
                 self.show(rel).display(),
-                String::from_utf8_lossy(&target).escape_debug()
+                String::from_utf8_lossy(&target)
             )),
             Replaced::Other => {}
         }
@@ -360,7 +360,7 @@ impl<'a> Restorer<'a> {
         }
         for (name, value) in &node.xattrs {
             if let Err(e) = beneath::set_xattr(entry, name, value) {
-                let n = String::from_utf8_lossy(name).escape_debug().to_string();
+                let n = String::from_utf8_lossy(name).into_owned();
                 let denied = matches!(
                     e.raw_os_error(),
                     Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cache::Cache;
+use crate::crypto::aead::OVERHEAD;
 use crate::crypto::subkeys::hmac;
 use crate::format::tree::Tree;
 use crate::format::{BlobKind, Id};
@@ -13,6 +14,9 @@ use super::Repository;
 use super::index::{Index, Location};
 use super::runkeys::Keyring;
 use crate::backend::Kind;
+
+/// The largest tree blob read: a directory of a few million entries.
+pub const MAX_TREE: u64 = 1 << 30;
 
 pub struct Reader<'a> {
     pub repo: &'a Repository,
@@ -62,7 +66,31 @@ impl<'a> Reader<'a> {
         Err(first.expect("at least one location was tried"))
     }
 
+    /// Refuses an index entry whose lengths no writer makes, before they
+    /// size an allocation: a data blob is at most the chunker's largest
+    /// chunk, a tree at most [`MAX_TREE`], and the stored form at most the
+    /// plaintext plus its encoding byte and the AEAD overhead.
+    fn check_lengths(&self, loc: &Location) -> Result<()> {
+        let e = &loc.entry;
+        let max = match e.kind {
+            BlobKind::Data => self.repo.config.chunker.max as u64,
+            BlobKind::Tree => MAX_TREE,
+        };
+        if e.raw_length as u64 > max || e.length as u64 > e.raw_length as u64 + 1 + OVERHEAD as u64 {
+            bail!(
+                "the index entry of blob {} in pack {} is damaged: {} bytes stored for {} ({:?})",
+                e.id,
+                loc.pack,
+                e.length,
+                e.raw_length,
+                e.kind
+            );
+        }
+        Ok(())
+    }
+
     fn read_at(&self, loc: &Location, verify: bool) -> Result<Vec<u8>> {
+        self.check_lengths(loc)?;
         let id = &loc.entry.id;
         let sealed = self
             .repo
@@ -85,6 +113,7 @@ impl<'a> Reader<'a> {
 
     /// Opens a sealed blob read from its pack.
     pub fn open_blob(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
+        self.check_lengths(loc)?;
         let id = &loc.entry.id;
         let keys = self
             .keyring

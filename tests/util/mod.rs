@@ -18,7 +18,7 @@ pub struct Keys {
 }
 
 pub fn keys() -> Keys {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-keys-v2");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-keys-v3");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = File::create(dir.join(".lock")).unwrap();
     // SAFETY: flock on a descriptor we own; released when `lock` drops.
