@@ -243,3 +243,50 @@ fn a_restore_target_that_is_a_file_or_read_only_gets_one_sentence() {
     assert!(err.contains("Read-only file system"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn index_entries_with_impossible_lengths_are_refused_before_any_allocation() {
+    let env = Env::new();
+    env.init();
+    let src = util::sample(&env);
+    env.backup(&[&src]);
+    // A writer (with the storage's help) replaces the index with one that
+    // places every blob where it is, but 4 GiB long.
+    let key = strongroom::keys::load(&env.keys.writer, &Default::default()).unwrap();
+    let backend = Arc::new(strongroom::backend::local::Local::new(env.repo()));
+    let repo = Repository::open(backend.clone(), key.shared()).unwrap();
+    let names: Vec<String> = env
+        .repo_objects("index")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    let mut packs = Vec::new();
+    for n in &names {
+        let f = strongroom::repository::index::read_index_file(
+            backend.as_ref(),
+            &key.shared().subkeys,
+            &repo.id(),
+            n,
+        )
+        .unwrap();
+        packs.extend(f.packs);
+        std::fs::remove_file(env.repo().join("index").join(n)).unwrap();
+    }
+    for p in &mut packs {
+        for b in &mut p.blobs {
+            b.length = u32::MAX;
+            b.raw_length = u32::MAX;
+        }
+    }
+    strongroom::repository::index::write_index_file(backend.as_ref(), &key.shared().subkeys, &repo.id(), packs)
+        .unwrap();
+    std::fs::remove_dir_all(env.path("cache")).unwrap();
+    let r = env.run(&["restore", "latest", "--target", "out"]).fails(1);
+    assert!(
+        r.stderr().contains("index entry") && r.stderr().contains("is damaged"),
+        "{}",
+        r.stderr()
+    );
+    let r = env.run(&["check", "--read-data"]).fails(1);
+    assert!(r.stderr().contains("is damaged"), "{}", r.stderr());
+}
