@@ -186,7 +186,12 @@ pub fn save(key: &Key, path: &Path, passphrase: Option<&[u8]>) -> Result<()> {
 pub fn read_on_disk(path: &Path) -> Result<KeyFileOnDisk> {
     let bytes =
         Zeroizing::new(std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?);
-    let file: KeyFileOnDisk = postcard::from_bytes(&bytes)
+    parse_on_disk(&bytes, path)
+}
+
+/// Parses a key file's outer layer; `path` names it in errors.
+pub fn parse_on_disk(bytes: &[u8], path: &Path) -> Result<KeyFileOnDisk> {
+    let file: KeyFileOnDisk = postcard::from_bytes(bytes)
         .ok()
         .filter(|f: &KeyFileOnDisk| f.magic == MAGIC)
         .ok_or_else(|| anyhow!("{} is not a strongroom key file", path.display()))?;

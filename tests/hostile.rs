@@ -278,8 +278,13 @@ fn index_entries_with_impossible_lengths_are_refused_before_any_allocation() {
             b.raw_length = u32::MAX;
         }
     }
-    strongroom::repository::index::write_index_file(backend.as_ref(), &key.shared().subkeys, &repo.id(), packs)
-        .unwrap();
+    strongroom::repository::index::write_index_file(
+        backend.as_ref(),
+        &key.shared().subkeys,
+        &repo.id(),
+        packs,
+    )
+    .unwrap();
     std::fs::remove_dir_all(env.path("cache")).unwrap();
     let r = env.run(&["restore", "latest", "--target", "out"]).fails(1);
     assert!(

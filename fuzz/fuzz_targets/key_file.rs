@@ -1,10 +1,13 @@
-//! Key files: the outer layer and the secrets inside.
+//! Key files: the outer layer (read before any passphrase) and the secrets
+//! inside.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use strongroom::format::decode;
-use strongroom::format::keyfile::{KeyFileOnDisk, Secrets};
+use strongroom::format::keyfile::Secrets;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = decode::<KeyFileOnDisk>(data, "key file");
+    if let Ok(f) = strongroom::keys::parse_on_disk(data, "fuzz.key".as_ref()) {
+        let _ = f.seal_aad();
+    }
     let _ = decode::<Secrets>(data, "key file");
 });

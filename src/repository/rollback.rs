@@ -28,7 +28,7 @@ struct Seen {
 fn load(cache: &Cache, key: &SecretKey, repo: &Repository) -> Seen {
     let found = match cache.get_authenticated(&repo.id(), NAME, key) {
         Record::Missing => return Seen::default(),
-        Record::Found(b) => decode(&b, "the rollback record").ok(),
+        Record::Found(b) => decode_record(&b).ok(),
         Record::Damaged => None,
     };
     found.unwrap_or_else(|| {
@@ -38,6 +38,16 @@ fn load(cache: &Cache, key: &SecretKey, repo: &Repository) -> Seen {
         ));
         Seen::default()
     })
+}
+
+fn decode_record(bytes: &[u8]) -> anyhow::Result<Seen> {
+    decode(bytes, "the rollback record")
+}
+
+/// Whether bytes decode as a rollback record (for the fuzz target: the
+/// record is read only after its MAC verifies).
+pub fn is_valid_record(bytes: &[u8]) -> bool {
+    decode_record(bytes).is_ok()
 }
 
 fn save(cache: &Cache, key: &SecretKey, repo: &Repository, seen: &Seen) {

@@ -137,6 +137,25 @@ type Envelopes = HashMap<RunId, Vec<(Id, Envelope)>>;
 const CACHED_KEYS: u8 = 1;
 const CACHED_FAILURE: u8 = 0;
 
+/// What the cache directory remembers of a run.
+pub enum Cached {
+    Keys(RunKeys),
+    /// Unwrapping failed, from this envelope.
+    Failure(Id),
+}
+
+/// Parses an opened run-keys cache entry: its kind, the envelope's id, and
+/// for keys the 64 key bytes. Anything else is ignored (and unwrapped anew).
+pub fn parse_cached(run: RunId, plain: &[u8]) -> Option<Cached> {
+    let (&what, rest) = plain.split_first()?;
+    let envelope = Id(rest.get(..32)?.try_into().ok()?);
+    match what {
+        CACHED_KEYS => RunKeys::from_secret_bytes(run, &rest[32..]).map(Cached::Keys),
+        CACHED_FAILURE if rest.len() == 32 => Some(Cached::Failure(envelope)),
+        _ => None,
+    }
+}
+
 type Slot = Arc<OnceLock<Result<Arc<RunKeys>, String>>>;
 
 /// A reader's run keys: unwrapped the first time a run is needed (once per
@@ -215,23 +234,13 @@ impl<'a> Keyring<'a> {
         if let Some(sealed) = self.cache.get(&self.repo.id(), &format!("runkeys/{run}"))
             && let Ok(plain) = aead::open(&self.cache_key, &self.cache_aad(run), &sealed)
         {
-            let plain = Zeroizing::new(plain);
-            if let Some((&what, rest)) = plain.split_first()
-                && rest.len() >= 32
-            {
-                let envelope = Id(rest[..32].try_into().expect("32 bytes"));
-                match what {
-                    CACHED_KEYS => {
-                        if let Some(k) = RunKeys::from_secret_bytes(*run, &rest[32..]) {
-                            return Ok(k);
-                        }
-                    }
-                    CACHED_FAILURE => bail!(
-                        "the keys of run {run} could not be unwrapped from key envelope {envelope} \
-                         (remembered from an earlier attempt; that envelope is damaged or forged)"
-                    ),
-                    _ => {}
-                }
+            match parse_cached(*run, &Zeroizing::new(plain)) {
+                Some(Cached::Keys(k)) => return Ok(k),
+                Some(Cached::Failure(envelope)) => bail!(
+                    "the keys of run {run} could not be unwrapped from key envelope {envelope} \
+                     (remembered from an earlier attempt; that envelope is damaged or forged)"
+                ),
+                None => {}
             }
         }
         let envelopes = self.envelopes()?;

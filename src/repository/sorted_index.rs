@@ -95,9 +95,14 @@ impl SortedIndex {
             }
             out.extend_from_slice(&[e.kind.tag(), 0, 0, 0]);
         }
-        let mac = hmac_parts(key, &mac_parts(name, &out));
-        out.extend_from_slice(&mac);
-        out
+        Self::authenticate(out, key, name)
+    }
+
+    /// Appends the MAC that [`SortedIndex::open`] checks to a table body.
+    pub fn authenticate(mut body: Vec<u8>, key: &SecretKey, name: &str) -> Vec<u8> {
+        let mac = hmac_parts(key, &mac_parts(name, &body));
+        body.extend_from_slice(&mac);
+        body
     }
 
     /// Maps a table, checks its MAC for the name it was looked up by, and
