@@ -172,8 +172,39 @@ fn timestamps(node: &Node) -> Timestamps {
 pub enum Entry<'a> {
     /// An open regular file or directory.
     Open(BorrowedFd<'a>),
-    /// A symlink or special file, by name in its directory.
-    At(BorrowedFd<'a>, &'a OsStr),
+    /// A symlink, by name in its directory (never followed).
+    Link(BorrowedFd<'a>, &'a OsStr),
+    /// A special file: an `O_PATH` descriptor of the very inode this
+    /// restore made (so a symlink swapped into its place is never
+    /// followed), and its name in its directory.
+    Special(BorrowedFd<'a>, BorrowedFd<'a>, &'a OsStr),
+}
+
+/// The `/proc/self/fd` path of a descriptor, which reaches its inode.
+fn proc_path(fd: BorrowedFd, then: &[u8]) -> Vec<u8> {
+    let mut p = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
+    if !then.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(then);
+    }
+    p
+}
+
+/// Opens the special file just made at `name` as an `O_PATH` descriptor
+/// (without opening a fifo or device), checking it is one of `node`'s kind.
+pub fn open_special(dir: BorrowedFd, name: &OsStr, node: &Node) -> io::Result<OwnedFd> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    let st = rfs::fstat(&fd).map_err(io)?;
+    if st.st_mode & libc::S_IFMT != node.mode & libc::S_IFMT {
+        return Err(io::Error::other("the entry was replaced while it was restored"));
+    }
+    Ok(fd)
 }
 
 /// Sets one extended attribute without following a symlink.
@@ -181,12 +212,16 @@ pub fn set_xattr(entry: &Entry, name: &[u8], value: &[u8]) -> io::Result<()> {
     let name = OsStr::from_bytes(name);
     match entry {
         Entry::Open(fd) => rfs::fsetxattr(fd, name, value, rfs::XattrFlags::empty()).map_err(io),
-        // No setxattr-at call exists: reach the entry through the directory's
-        // descriptor in /proc, whose last component is not followed.
-        Entry::At(dir, entry) => {
-            let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-            p.extend_from_slice(entry.as_bytes());
+        // No setxattr-at call exists: reach a symlink through its directory's
+        // descriptor in /proc, whose last component is not followed...
+        Entry::Link(dir, entry) => {
+            let p = proc_path(*dir, entry.as_bytes());
             rfs::lsetxattr(OsStr::from_bytes(&p), name, value, rfs::XattrFlags::empty()).map_err(io)
+        }
+        // ...and a special file through its own descriptor's magic link.
+        Entry::Special(fd, _, _) => {
+            let p = proc_path(*fd, b"");
+            rfs::setxattr(OsStr::from_bytes(&p), name, value, rfs::XattrFlags::empty()).map_err(io)
         }
     }
 }
@@ -195,9 +230,10 @@ pub fn set_owner(entry: &Entry, uid: u32, gid: u32) -> io::Result<()> {
     let (u, g) = (rfs::Uid::from_raw(uid), rfs::Gid::from_raw(gid));
     match entry {
         Entry::Open(fd) => rfs::fchown(fd, Some(u), Some(g)).map_err(io),
-        Entry::At(dir, name) => {
+        Entry::Link(dir, name) => {
             rfs::chownat(dir, *name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW).map_err(io)
         }
+        Entry::Special(fd, _, _) => rfs::chownat(fd, "", Some(u), Some(g), AtFlags::EMPTY_PATH).map_err(io),
     }
 }
 
@@ -206,9 +242,10 @@ pub fn set_mode(entry: &Entry, mode: u32) -> io::Result<()> {
     let mode = Mode::from_raw_mode(mode & 0o7777);
     match entry {
         Entry::Open(fd) => rfs::fchmod(fd, mode).map_err(io),
-        // A special file this restore just made; Linux has no
-        // fchmodat(AT_SYMLINK_NOFOLLOW) for it before 6.6.
-        Entry::At(dir, name) => rfs::chmodat(dir, *name, mode, AtFlags::empty()).map_err(io),
+        // Through the magic link of the inode this restore made: no name
+        // is resolved, so nothing swapped into its place is followed.
+        Entry::Special(fd, _, _) => rfs::chmod(OsStr::from_bytes(&proc_path(*fd, b"")), mode).map_err(io),
+        Entry::Link(..) => Ok(()),
     }
 }
 
@@ -216,7 +253,9 @@ pub fn set_times(entry: &Entry, node: &Node) -> io::Result<()> {
     let ts = timestamps(node);
     match entry {
         Entry::Open(fd) => rfs::futimens(fd, &ts).map_err(io),
-        Entry::At(dir, name) => rfs::utimensat(dir, *name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io),
+        Entry::Link(dir, name) | Entry::Special(_, dir, name) => {
+            rfs::utimensat(dir, *name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io)
+        }
     }
 }
 
@@ -230,4 +269,61 @@ pub fn probe_writable(dir: BorrowedFd) -> io::Result<()> {
 /// Borrows an owned descriptor (a shorthand).
 pub fn fd(f: &OwnedFd) -> BorrowedFd<'_> {
     f.as_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn special(mode: u32) -> Node {
+        Node {
+            name: b"fifo".to_vec(),
+            kind: NodeKind::Fifo,
+            mode: libc::S_IFIFO | mode,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: 0,
+            blocks: 0,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            dev: 0,
+            inode: 0,
+            nlink: 1,
+            rdev: 0,
+            target: Vec::new(),
+            xattrs: Vec::new(),
+            content: Vec::new(),
+            subtree: None,
+        }
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_for_a_special_file_is_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "v").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = rfs::open(d.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        let node = special(0o6777);
+        create_special(dir.as_fd(), "fifo".as_ref(), &node).unwrap();
+        // What a local attacker's rename would leave in its place.
+        std::fs::remove_file(d.path().join("fifo")).unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join("fifo")).unwrap();
+        assert!(open_special(dir.as_fd(), "fifo".as_ref(), &node).is_err());
+        // Once opened, the descriptor is the inode made, whatever the name
+        // points to later.
+        std::fs::remove_file(d.path().join("fifo")).unwrap();
+        create_special(dir.as_fd(), "fifo".as_ref(), &node).unwrap();
+        let fd = open_special(dir.as_fd(), "fifo".as_ref(), &node).unwrap();
+        std::fs::remove_file(d.path().join("fifo")).unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join("fifo")).unwrap();
+        let entry = Entry::Special(fd.as_fd(), dir.as_fd(), "fifo".as_ref());
+        set_mode(&entry, node.mode).unwrap();
+        let m = std::fs::metadata(&victim).unwrap().permissions().mode();
+        assert_eq!(m & 0o7777, 0o600);
+    }
 }

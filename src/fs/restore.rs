@@ -309,12 +309,13 @@ impl<'a> Restorer<'a> {
             NodeKind::Symlink => {
                 let r = beneath::create_symlink(dir, name, &node.target).context("creating the symlink")?;
                 self.replaced(rel, r);
-                self.set_metadata(&Entry::At(dir, name), node)
+                self.set_metadata(&Entry::Link(dir, name), node)
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
                 let r = beneath::create_special(dir, name, node).context("creating the special file")?;
                 self.replaced(rel, r);
-                self.set_metadata(&Entry::At(dir, name), node)
+                let fd = beneath::open_special(dir, name, node).context("opening the special file")?;
+                self.set_metadata(&Entry::Special(fd.as_fd(), dir, name), node)
             }
             NodeKind::Dir => unreachable!("directories are planned separately"),
         }
