@@ -295,3 +295,62 @@ fn index_entries_with_impossible_lengths_are_refused_before_any_allocation() {
     let r = env.run(&["check", "--read-data"]).fails(1);
     assert!(r.stderr().contains("is damaged"), "{}", r.stderr());
 }
+
+#[test]
+fn an_index_file_naming_real_packs_with_no_blobs_hides_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = util::sample(&env);
+    let root_tree = {
+        env.backup(&[&src]);
+        env.snapshots()[0]["tree"].as_str().unwrap().to_string()
+    };
+    let key = strongroom::keys::load(&env.keys.writer, &Default::default()).unwrap();
+    let backend = Arc::new(strongroom::backend::local::Local::new(env.repo()));
+    let repo = Repository::open(backend.clone(), key.shared()).unwrap();
+    let mut packs = Vec::new();
+    for p in env.repo_objects("packs") {
+        packs.push(strongroom::format::index::PackEntries {
+            pack: Id::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap(),
+            size: std::fs::metadata(&p).unwrap().len(),
+            blobs: Vec::new(),
+        });
+    }
+    // And a location claiming the root tree is a data blob.
+    let mut fake = packs[0].clone();
+    fake.pack = Id([7; 32]);
+    fake.blobs.push(strongroom::format::index::BlobEntry {
+        id: Id::from_hex(&root_tree).unwrap(),
+        kind: BlobKind::Data,
+        run: strongroom::format::RunId([1; 16]),
+        offset: 0,
+        length: 100,
+        raw_length: 100,
+    });
+    packs.push(fake);
+    // Written until its name sorts before every honest index file.
+    let honest: Vec<String> = env
+        .repo_objects("index")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    loop {
+        let id = strongroom::repository::index::write_index_file(
+            backend.as_ref(),
+            &key.shared().subkeys,
+            &repo.id(),
+            packs.clone(),
+        )
+        .unwrap()
+        .to_hex();
+        if honest.iter().all(|h| id < *h) {
+            break;
+        }
+        std::fs::remove_file(env.repo().join("index").join(id)).unwrap();
+    }
+    std::fs::remove_dir_all(env.path("cache")).unwrap();
+    env.restore_matches("latest", &src);
+    env.run(&["repair", "index"]).ok();
+    env.restore_matches("latest", &src);
+    env.run(&["check", "--read-data"]).ok();
+}

@@ -62,8 +62,22 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let mut kept: HashMap<Id, PackEntries> = HashMap::new();
     let mut seen: HashSet<Id> = HashSet::new();
     let mut dropped_packs = 0usize;
+    // A pack that index files name more than once is read again from its
+    // header: which of the entries is honest is not for them to say.
+    let mut named: HashMap<Id, usize> = HashMap::new();
+    for p in &files.packs {
+        *named.entry(p.pack).or_default() += 1;
+    }
     for p in files.packs {
         if !seen.insert(p.pack) {
+            continue;
+        }
+        let times = named[&p.pack];
+        if times > 1 && listed.contains_key(&p.pack) {
+            report(format!(
+                "pack {} is named by {times} index entries: reading its header again",
+                p.pack
+            ));
             changed = true;
             continue;
         }

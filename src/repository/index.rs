@@ -160,16 +160,26 @@ impl Index {
     }
 
     /// Adds a pack's entries. A blob already indexed elsewhere keeps that
-    /// location too: readers try each in turn.
+    /// location too: readers try each in turn. A pack named again adds the
+    /// locations it did not have (an index file that names a pack with no
+    /// or other blobs hides nothing); its first recorded size stays.
     pub fn insert_pack(&mut self, p: &PackEntries) {
-        if self.packs.insert(p.pack, p.size).is_some() {
-            return;
-        }
+        let known = self.packs.contains_key(&p.pack);
+        self.packs.entry(p.pack).or_insert(p.size);
         for e in &p.blobs {
-            self.added.entry(e.id).or_default().push(Location {
+            let loc = Location {
                 pack: p.pack,
                 entry: *e,
-            });
+            };
+            if known
+                && self
+                    .locations(&e.id)
+                    .iter()
+                    .any(|l| l.pack == loc.pack && l.entry == loc.entry)
+            {
+                continue;
+            }
+            self.added.entry(e.id).or_default().push(loc);
         }
     }
 

@@ -50,9 +50,27 @@ impl<'a> Reader<'a> {
     /// may be missing, truncated or damaged); if all fail, the first
     /// failure is the error.
     pub fn read_blob(&self, id: &Id, verify: bool) -> Result<Vec<u8>> {
-        let locations = self.index.locations(id);
+        self.read_kind(id, BlobKind::Data, verify)
+    }
+
+    /// Reads a blob of `kind`, trying each location the index gives for
+    /// it (only those of that kind: an entry claiming another kind for the
+    /// id is not this blob).
+    fn read_kind(&self, id: &Id, kind: BlobKind, verify: bool) -> Result<Vec<u8>> {
+        let mut locations = self.index.locations(id);
         if locations.is_empty() {
             return Err(self.locate(id).unwrap_err());
+        }
+        locations.retain(|l| l.entry.kind == kind);
+        if locations.is_empty() {
+            bail!(
+                "blob {id} is not a {}",
+                if kind == BlobKind::Tree {
+                    "tree"
+                } else {
+                    "data blob"
+                }
+            );
         }
         let mut first = None;
         for loc in &locations {
@@ -131,11 +149,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn read_tree(&self, id: &Id) -> Result<Tree> {
-        let loc = self.locate(id)?;
-        if loc.entry.kind != BlobKind::Tree {
-            bail!("blob {id} is not a tree");
-        }
-        let bytes = self.read_blob(id, true)?;
+        let bytes = self.read_kind(id, BlobKind::Tree, true)?;
         Tree::decode(&bytes, &format!("tree {id}"))
     }
 }

@@ -58,12 +58,13 @@ impl SortedIndex {
         let mut runs = Vec::new();
         let mut records: Vec<(Id, u32, u32, BlobEntry)> = Vec::new();
         for p in files {
-            if pack_no.contains_key(&p.pack) {
-                continue;
-            }
-            packs.push((p.pack, p.size));
-            let pn = (packs.len() - 1) as u32;
-            pack_no.insert(p.pack, pn);
+            // A pack named twice keeps its first size and every location
+            // either names: a forged entry naming a pack with no blobs must
+            // not hide the real ones.
+            let pn = *pack_no.entry(p.pack).or_insert_with(|| {
+                packs.push((p.pack, p.size));
+                (packs.len() - 1) as u32
+            });
             for e in &p.blobs {
                 let rn = *run_no.entry(e.run).or_insert_with(|| {
                     runs.push(e.run);
@@ -72,7 +73,18 @@ impl SortedIndex {
                 records.push((e.id, pn, rn, *e));
             }
         }
-        records.sort_by_key(|r| (r.0, r.1));
+        records.sort_by_key(|r| {
+            (
+                r.0,
+                r.1,
+                r.3.offset,
+                r.3.length,
+                r.2,
+                r.3.raw_length,
+                r.3.kind.tag(),
+            )
+        });
+        records.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3);
         let mut out =
             Vec::with_capacity(HEADER + packs.len() * 40 + runs.len() * 16 + records.len() * RECORD);
         out.extend_from_slice(MAGIC);
