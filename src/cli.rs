@@ -219,6 +219,9 @@ pub struct RepairSnapshotsArgs {
     /// Name what would be rewritten, and write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Remove each damaged snapshot once its repaired copy is written
+    #[arg(long)]
+    pub forget: bool,
 }
 
 #[derive(Args, Debug)]

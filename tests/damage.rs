@@ -74,7 +74,7 @@ fn a_lost_pack_never_spreads_and_repair_keeps_what_survives() {
     let r = env.run(&["repair", "snapshots", "--dry-run"]).ok();
     assert!(r.stdout().contains("would be rewritten"), "{}", r.stdout());
     assert_eq!(env.snapshots().as_array().unwrap().len(), 2);
-    let r = env.run(&["repair", "snapshots"]).ok();
+    let r = env.run(&["repair", "snapshots", "--forget"]).ok();
     let out = r.stdout();
     assert!(
         out.contains(&first[..8]) && out.contains("dir/gone.bin") && !out.contains(&second[..8]),
@@ -307,4 +307,28 @@ fn a_blob_whose_first_location_fails_is_read_from_the_next() {
     std::fs::remove_dir_all(env.path("cache")).unwrap();
     env.restore_matches("latest", &src);
     assert!(env.repo().join("index").join(written).exists());
+}
+
+#[test]
+fn repair_snapshots_rewrites_nothing_it_could_not_read() {
+    let env = Env::new();
+    env.init();
+    let src = util::sample(&env);
+    let id = id_of(&env.backup(&[&src]));
+    // The storage hides the key envelopes for the length of one repair
+    // (and the run keys are not in the cache): nothing is lost, only
+    // unreadable for now.
+    let keys = env.repo().join("keys");
+    let aside = env.path("keys-aside");
+    std::fs::rename(&keys, &aside).unwrap();
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::remove_dir_all(env.path("cache")).unwrap();
+    let r = env.run(&["repair", "snapshots", "--forget"]).fails(1);
+    assert!(r.stderr().contains("left as it is"), "{}", r.stderr());
+    std::fs::remove_dir(&keys).unwrap();
+    std::fs::rename(&aside, &keys).unwrap();
+    let snaps = env.snapshots();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    assert_eq!(snaps[0]["id"], id.as_str());
+    env.restore_matches(&id, &src);
 }

@@ -354,3 +354,40 @@ fn an_index_file_naming_real_packs_with_no_blobs_hides_nothing() {
     env.restore_matches("latest", &src);
     env.run(&["check", "--read-data"]).ok();
 }
+
+#[test]
+fn a_chain_of_directories_too_deep_is_refused_without_a_crash() {
+    let env = Env::new();
+    env.init();
+    // 100,000 nested directories `a`, each tree one blob.
+    let id = hostile_snapshot(&env, |w| {
+        let mut below = None;
+        for _ in 0..100_000 {
+            let mut a = node(b"a", NodeKind::Dir, libc::S_IFDIR | 0o755);
+            a.subtree = Some(below.map_or_else(
+                || {
+                    let empty = encode(&Tree {
+                        version: TREE_VERSION,
+                        nodes: vec![],
+                    });
+                    w.add_blob(BlobKind::Tree, &empty).unwrap()
+                },
+                |t| t,
+            ));
+            let bytes = encode(&Tree {
+                version: TREE_VERSION,
+                nodes: vec![a.clone()],
+            });
+            below = Some(w.add_blob(BlobKind::Tree, &bytes).unwrap());
+        }
+        let mut top = node(b"a", NodeKind::Dir, libc::S_IFDIR | 0o755);
+        top.subtree = below;
+        vec![top]
+    });
+    let r = env.run(&["restore", &id, "--target", "deep"]).fails(1);
+    assert!(r.stderr().contains("deeper than"), "{}", r.stderr());
+    let r = env.run(&["repair", "snapshots", "--dry-run"]).fails(1);
+    assert!(r.stderr().contains("deeper than"), "{}", r.stderr());
+    let r = env.run(&["check"]).fails(1);
+    assert!(r.stderr().contains("deeper than"), "{}", r.stderr());
+}

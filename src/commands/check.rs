@@ -189,8 +189,17 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     if let Some(reader) = &reader {
         let mut seen = HashSet::new();
         for s in &listing.snapshots {
-            let mut stack = vec![(s.catalog.tree, std::path::PathBuf::from("/"))];
-            while let Some((tree_id, path)) = stack.pop() {
+            let mut stack = vec![(s.catalog.tree, std::path::PathBuf::from("/"), 0usize)];
+            while let Some((tree_id, path, depth)) = stack.pop() {
+                if depth > crate::format::tree::MAX_DEPTH {
+                    report.error(format!(
+                        "snapshot {} {}: directories nested deeper than {} levels are damage",
+                        s.id.short(),
+                        path.display(),
+                        crate::format::tree::MAX_DEPTH
+                    ));
+                    continue;
+                }
                 if !seen.insert(tree_id) {
                     continue;
                 }
@@ -207,7 +216,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
                     ));
                     if n.kind == NodeKind::Dir {
                         if let Some(t) = n.subtree {
-                            stack.push((t, p));
+                            stack.push((t, p, depth + 1));
                         }
                         continue;
                     }

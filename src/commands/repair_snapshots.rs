@@ -5,21 +5,27 @@
 //! exists with the recorded size. A damaged file keeps its size: its lost
 //! extents become holes and it is marked with the extended attribute
 //! `user.strongroom.damaged` (how many bytes were lost); a directory whose
-//! tree is lost becomes empty. The new trees are written by a new run, the
-//! new manifest (same catalog, plus the tag `repaired`) is signed with the
-//! root key, and only then is the old manifest deleted.
+//! tree is lost becomes empty. The new trees are written by a new run and
+//! the new manifest (same catalog, plus the tag `repaired`) is signed with
+//! the root key. The damaged snapshot is kept unless `--forget` asks for it
+//! to go (as restic's `repair snapshots` does), and only once its repaired
+//! copy is written.
+//!
+//! Only data the index shows lost counts as lost: any other failure to read
+//! a tree (a run's keys unavailable, a read error) leaves that snapshot as
+//! it is and is reported, so nothing transient turns into a rewrite.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::backend::Kind;
 use crate::cli::RepairSnapshotsArgs;
 use crate::error::Exit;
-use crate::format::tree::{Extent, Node, NodeKind, TREE_VERSION, Tree};
+use crate::format::tree::{Extent, MAX_DEPTH, Node, NodeKind, TREE_VERSION, Tree};
 use crate::format::{BlobKind, Id, encode};
 use crate::keys::Key;
 use crate::repository::reader::Reader;
@@ -43,10 +49,19 @@ struct Rewrite<'r> {
 
 impl Rewrite<'_> {
     /// The directory's new tree id, or `None` if nothing under it is lost.
-    fn dir(&mut self, id: Id, path: &Path) -> Result<Option<Id>> {
+    fn dir(&mut self, id: Id, path: &Path, depth: usize) -> Result<Option<Id>> {
+        if depth > MAX_DEPTH {
+            bail!(
+                "{} is nested deeper than {MAX_DEPTH} directories: refused as damaged",
+                path.display()
+            );
+        }
         let read = match (self.lost)(&id) {
             Some(why) => Err(why),
-            None => self.reader.read_tree(&id).map_err(|e| format!("{e:#}")),
+            None => Ok(self
+                .reader
+                .read_tree(&id)
+                .with_context(|| format!("reading directory {} (tree {id})", path.display()))?),
         };
         let mut tree = match read {
             Ok(t) => t,
@@ -68,7 +83,7 @@ impl Rewrite<'_> {
             match n.kind {
                 NodeKind::Dir => {
                     if let Some(t) = n.subtree
-                        && let Some(new) = self.dir(t, &p)?
+                        && let Some(new) = self.dir(t, &p, depth + 1)?
                     {
                         n.subtree = Some(new);
                         changed = true;
@@ -176,56 +191,19 @@ pub fn run(ctx: &Ctx, a: RepairSnapshotsArgs) -> Result<()> {
     };
 
     let mut repaired = 0usize;
+    let mut failed = 0usize;
     for s in &listing.snapshots {
-        // A first pass only finds the damage; a run is begun only for a
-        // snapshot that needs one.
-        let hash_only = |t: &Tree| Ok(Id::of_bytes(&encode(t)));
-        let mut survey = Rewrite {
-            reader: &reader,
-            lost: &lost,
-            store: &hash_only,
-            losses: Vec::new(),
-        };
-        let root = PathBuf::from("/");
-        if survey.dir(s.catalog.tree, &root)?.is_none() {
-            continue;
+        match repair_one(&repo, &key, &cache, &reader, &lost, s, &a) {
+            Ok(true) => repaired += 1,
+            Ok(false) => {}
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "error: {}",
+                    crate::escape::text(&format!("snapshot {} is left as it is: {e:#}", s.id.short()))
+                );
+            }
         }
-        for l in &survey.losses {
-            println!("snapshot {} {l}", s.id.short());
-        }
-        if a.dry_run {
-            println!("snapshot {} would be rewritten", s.id.short());
-            repaired += 1;
-            continue;
-        }
-        let writer = Writer::begin(&repo, &key, &cache)?;
-        let store = |t: &Tree| writer.add_blob(BlobKind::Tree, &encode(t));
-        let mut rewrite = Rewrite {
-            reader: &reader,
-            lost: &lost,
-            store: &store,
-            losses: Vec::new(),
-        };
-        let tree = rewrite
-            .dir(s.catalog.tree, &root)?
-            .context("the damage found a moment ago is gone")?;
-        let mut catalog = s.catalog.clone();
-        catalog.tree = tree;
-        if !catalog.tags.iter().any(|t| t == REPAIRED_TAG) {
-            catalog.tags.push(REPAIRED_TAG.to_string());
-        }
-        let (new_id, _) = writer
-            .finish(catalog)
-            .with_context(|| format!("writing the repaired snapshot of {}", s.id.short()))?;
-        repo.backend
-            .delete(Kind::Snapshots, &s.id.to_hex())
-            .with_context(|| format!("deleting the damaged snapshot {}", s.id))?;
-        println!(
-            "snapshot {} is replaced by {} (tagged {REPAIRED_TAG})",
-            s.id.short(),
-            new_id.short()
-        );
-        repaired += 1;
     }
     if !ctx.global.quiet {
         let verb = if a.dry_run {
@@ -235,5 +213,80 @@ pub fn run(ctx: &Ctx, a: RepairSnapshotsArgs) -> Result<()> {
         };
         println!("{repaired} of {} snapshot(s) {verb}", listing.snapshots.len());
     }
+    if failed > 0 {
+        bail!("{failed} snapshot(s) could not be examined (named above)");
+    }
     Ok(())
+}
+
+/// Repairs one snapshot if it references lost data; says whether it did
+/// (or, with `--dry-run`, would).
+fn repair_one(
+    repo: &crate::repository::Repository,
+    key: &Key,
+    cache: &crate::cache::Cache,
+    reader: &Reader,
+    lost: &dyn Fn(&Id) -> Option<String>,
+    s: &crate::repository::snapshots::Snapshot,
+    a: &RepairSnapshotsArgs,
+) -> Result<bool> {
+    // A first pass only finds the damage; a run is begun only for a
+    // snapshot that needs one.
+    let hash_only = |t: &Tree| Ok(Id::of_bytes(&encode(t)));
+    let mut survey = Rewrite {
+        reader,
+        lost,
+        store: &hash_only,
+        losses: Vec::new(),
+    };
+    let root = PathBuf::from("/");
+    if survey.dir(s.catalog.tree, &root, 0)?.is_none() {
+        return Ok(false);
+    }
+    for l in &survey.losses {
+        println!(
+            "{}",
+            crate::escape::text(&format!("snapshot {} {l}", s.id.short()))
+        );
+    }
+    if a.dry_run {
+        println!("snapshot {} would be rewritten", s.id.short());
+        return Ok(true);
+    }
+    let writer = Writer::begin(repo, key, cache)?;
+    let store = |t: &Tree| writer.add_blob(BlobKind::Tree, &encode(t));
+    let mut rewrite = Rewrite {
+        reader,
+        lost,
+        store: &store,
+        losses: Vec::new(),
+    };
+    let tree = rewrite
+        .dir(s.catalog.tree, &root, 0)?
+        .context("the damage found a moment ago is gone")?;
+    let mut catalog = s.catalog.clone();
+    catalog.tree = tree;
+    if !catalog.tags.iter().any(|t| t == REPAIRED_TAG) {
+        catalog.tags.push(REPAIRED_TAG.to_string());
+    }
+    let (new_id, _) = writer
+        .finish(catalog)
+        .with_context(|| format!("writing the repaired snapshot of {}", s.id.short()))?;
+    if a.forget {
+        repo.backend
+            .delete(Kind::Snapshots, &s.id.to_hex())
+            .with_context(|| format!("deleting the damaged snapshot {}", s.id))?;
+        println!(
+            "snapshot {} is replaced by {} (tagged {REPAIRED_TAG})",
+            s.id.short(),
+            new_id.short()
+        );
+    } else {
+        println!(
+            "snapshot {} is repaired as {} (tagged {REPAIRED_TAG}); the damaged one is kept (--forget removes it)",
+            s.id.short(),
+            new_id.short()
+        );
+    }
+    Ok(true)
 }

@@ -72,6 +72,9 @@ pub struct Tree {
 pub const MAX_NAME: usize = 255;
 /// The longest symlink target (`PATH_MAX` less its NUL).
 pub const MAX_TARGET: usize = 4095;
+/// The deepest nesting of directories read: deeper is refused as damage,
+/// before it can exhaust a stack or make paths no kernel call takes.
+pub const MAX_DEPTH: usize = 1024;
 /// Linux's limits on one extended attribute.
 pub const MAX_XATTR_NAME: usize = 255;
 pub const MAX_XATTR_VALUE: usize = 64 * 1024;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, anyhow};
 use rayon::prelude::*;
 
-use crate::format::tree::{Extent, Node, NodeKind};
+use crate::format::tree::{Extent, MAX_DEPTH, Node, NodeKind};
 use crate::repository::reader::Reader;
 
 use super::beneath::{self, Entry, Replaced};
@@ -274,6 +274,11 @@ impl<'a> Restorer<'a> {
                 seen.insert((node.dev, node.inode), (dir, node.name.clone()));
             }
             plan.dirs[dir].entries.push(node);
+            return None;
+        }
+        if rel.components().count() > MAX_DEPTH {
+            let e = anyhow!("directories nested deeper than {MAX_DEPTH} levels are refused as damage");
+            self.error(&rel, &e);
             return None;
         }
         let name = OsStr::from_bytes(&node.name);
