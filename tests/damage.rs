@@ -332,3 +332,24 @@ fn repair_snapshots_rewrites_nothing_it_could_not_read() {
     assert_eq!(snaps[0]["id"], id.as_str());
     env.restore_matches(&id, &src);
 }
+
+#[test]
+fn a_giant_object_under_packs_is_refused_by_its_size_not_read() {
+    let env = Env::new();
+    env.init();
+    let src = util::sample(&env);
+    env.backup(&[&src]);
+    // 4 GiB (sparse) under a pack's name: reading it whole would take the
+    // memory of the machine.
+    let name = "ab".repeat(32);
+    let giant = env.repo().join("packs/ab").join(&name);
+    std::fs::File::create(&giant).unwrap().set_len(4 << 30).unwrap();
+    env.backup(&[&src]);
+    let r = env.run(&["check"]).fails(1);
+    assert!(
+        r.stderr().contains(&name) && r.stderr().contains("refused"),
+        "{}",
+        r.stderr()
+    );
+    env.restore_matches("latest", &src);
+}

@@ -364,16 +364,13 @@ fn a_chain_of_directories_too_deep_is_refused_without_a_crash() {
         let mut below = None;
         for _ in 0..100_000 {
             let mut a = node(b"a", NodeKind::Dir, libc::S_IFDIR | 0o755);
-            a.subtree = Some(below.map_or_else(
-                || {
-                    let empty = encode(&Tree {
-                        version: TREE_VERSION,
-                        nodes: vec![],
-                    });
-                    w.add_blob(BlobKind::Tree, &empty).unwrap()
-                },
-                |t| t,
-            ));
+            a.subtree = Some(below.unwrap_or_else(|| {
+                let empty = encode(&Tree {
+                    version: TREE_VERSION,
+                    nodes: vec![],
+                });
+                w.add_blob(BlobKind::Tree, &empty).unwrap()
+            }));
             let bytes = encode(&Tree {
                 version: TREE_VERSION,
                 nodes: vec![a.clone()],

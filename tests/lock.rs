@@ -265,3 +265,26 @@ fn an_interrupted_backup_removes_its_lock_and_temporaries_and_exits_130() {
     env.backup(&[&src]);
     env.run(&["check", "--read-data"]).ok();
 }
+
+#[test]
+fn a_lock_from_the_future_does_not_block_a_client_without_a_cache_directory() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    forge(&env, &env.keys.writer, "writer-host", 4242, true, YEAR_9999);
+    // As a systemd unit or a rescue shell runs it: no usable cache
+    // directory, so nothing could ever remember when the lock was seen.
+    std::fs::write(env.path("not-a-dir"), "x").unwrap();
+    let out = env
+        .cmd()
+        .env("STRONGROOM_CACHE_DIR", env.path("not-a-dir"))
+        .arg("-r")
+        .arg(env.repo())
+        .arg("-k")
+        .arg(&env.keys.full)
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = util::Run { out }.ok();
+    assert!(r.stderr().contains("without a cache"), "{}", r.stderr());
+}

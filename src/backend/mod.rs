@@ -117,6 +117,44 @@ pub trait Backend: Send + Sync {
     fn remove_own_temporaries(&self) {}
 }
 
+impl Kind {
+    /// The largest object of this kind a client reads whole: far above
+    /// what strongroom writes, so a planted giant object is refused by its
+    /// size instead of filling memory.
+    pub fn max_size(self) -> u64 {
+        match self {
+            Kind::Config | Kind::Keys | Kind::Snapshots => 16 << 20,
+            Kind::Locks => 1 << 20,
+            Kind::Index => 1 << 30,
+            // A pack holds up to its target size plus one blob, and a tree
+            // blob may be as large as `reader::MAX_TREE`.
+            Kind::Packs => (1 << 30) + (256 << 20),
+        }
+    }
+}
+
+/// Reads a whole object, refusing one larger than its kind's
+/// [`Kind::max_size`] before reading it.
+pub fn read_bounded(backend: &dyn Backend, kind: Kind, name: &str) -> Result<Vec<u8>> {
+    let max = kind.max_size();
+    let size = backend.stat(kind, name)?;
+    if size > max {
+        anyhow::bail!(
+            "{} is {size} bytes, more than any {} strongroom writes ({max}): refused",
+            kind.path(name),
+            kind.dir()
+        );
+    }
+    let bytes = backend.read(kind, name)?;
+    if bytes.len() as u64 > max {
+        anyhow::bail!(
+            "{} grew past {max} bytes while it was read: refused",
+            kind.path(name)
+        );
+    }
+    Ok(bytes)
+}
+
 /// Opens the backend a repository URL names.
 pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
     if let Some(path) = url.strip_prefix("file://") {

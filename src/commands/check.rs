@@ -312,7 +312,13 @@ fn check_pack(
     }
     if let Some(reader) = reader {
         for l in locs {
-            let sealed = &bytes[l.entry.offset as usize..(l.entry.offset + l.entry.length) as usize];
+            // The header placed it inside the body; in u64, so no pack size
+            // makes the sum wrap.
+            let start = l.entry.offset as usize;
+            let end = (l.entry.offset as u64 + l.entry.length as u64) as usize;
+            let sealed = bytes
+                .get(start..end)
+                .ok_or_else(|| anyhow::anyhow!("pack {pack}: blob {} lies outside it", l.entry.id))?;
             reader.open_blob(l, sealed, true)?;
         }
     }

@@ -281,8 +281,7 @@ pub fn read_index_file(
     repo_id: &Id,
     name: &str,
 ) -> Result<IndexFile> {
-    let bytes = backend
-        .read(Kind::Index, name)
+    let bytes = crate::backend::read_bounded(backend, Kind::Index, name)
         .with_context(|| format!("reading index file {name}"))?;
     if Id::of_bytes(&bytes).to_hex() != name {
         bail!("index file {name} is damaged: its content does not match its name");

@@ -57,7 +57,7 @@ fn seal(key: &SecretKey, repo_id: &Id, l: &Lock) -> Result<(String, Vec<u8>)> {
 
 /// Reads a lock; `None` if it vanished, is damaged, or is not ours to open.
 pub fn read(backend: &dyn Backend, key: &SecretKey, repo_id: &Id, name: &str) -> Option<Lock> {
-    let bytes = backend.read(Kind::Locks, name).ok()?;
+    let bytes = crate::backend::read_bounded(backend, Kind::Locks, name).ok()?;
     let plain = aead::open_salted(key, &aad(lock::SEAL_KIND, repo_id, &[]), &bytes).ok()?;
     decode(&plain, "a lock").ok()
 }
@@ -115,9 +115,14 @@ pub fn survey(
         .filter_map(|n| {
             let l = read(repo.backend.as_ref(), &subkeys.index, &repo_id, n)?;
             let since = l.refreshed.sec.min(seen.get(n).copied().unwrap_or(now));
+            // Without a cache directory nothing remembers when a lock was
+            // first seen: one dated further ahead than a lock ever lives
+            // would block for good, so it counts as stale at once.
+            let from_the_future =
+                !cache.is_usable() && l.refreshed.sec > now.saturating_add(STALE_AFTER_SECS);
             Some(Found {
                 name: n.clone(),
-                stale: now.saturating_sub(since) > STALE_AFTER_SECS,
+                stale: from_the_future || now.saturating_sub(since) > STALE_AFTER_SECS,
                 orphaned: l.host == host && l.pid != me && crate::process_is_gone(l.pid),
                 lock: l,
             })

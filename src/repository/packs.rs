@@ -76,8 +76,7 @@ pub fn read_verified(
     repo_id: &Id,
     pack: &Id,
 ) -> Result<(Vec<u8>, PackEntries)> {
-    let bytes = backend
-        .read(Kind::Packs, &pack.to_hex())
+    let bytes = crate::backend::read_bounded(backend, Kind::Packs, &pack.to_hex())
         .with_context(|| format!("reading pack {pack}"))?;
     let entries = verify(subkeys, repo_id, pack, &bytes)?;
     Ok((bytes, entries))

@@ -288,7 +288,7 @@ pub fn read_envelope(
     root: &crate::crypto::pk::PublicKey,
     name: &str,
 ) -> Result<(Id, Envelope)> {
-    let bytes = repo.backend.read(Kind::Keys, name)?;
+    let bytes = crate::backend::read_bounded(repo.backend.as_ref(), Kind::Keys, name)?;
     let id = Id::of_bytes(&bytes);
     if id.to_hex() != name {
         bail!("key envelope {name} is damaged: its content does not match its name");

@@ -71,7 +71,7 @@ pub fn write(
 /// verify (root, or a certified writer of the snapshot's own host), and only
 /// then is the catalog opened.
 pub fn read(repo: &Repository, shared: &Shared, name: &str) -> Result<Snapshot> {
-    let bytes = repo.backend.read(Kind::Snapshots, name)?;
+    let bytes = crate::backend::read_bounded(repo.backend.as_ref(), Kind::Snapshots, name)?;
     let id = Id::of_bytes(&bytes);
     if id.to_hex() != name {
         bail!("its content does not match its name (damaged or tampered)");
