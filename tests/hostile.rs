@@ -18,31 +18,12 @@ use strongroom::repository::writer::Writer;
 use util::Env;
 
 fn node(name: &[u8], kind: NodeKind, mode: u32) -> Node {
-    Node {
-        name: name.to_vec(),
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
-        size: 0,
-        blocks: 0,
-        atime: Timestamp::default(),
-        mtime: Timestamp {
-            sec: 1_600_000_000,
-            nsec: 0,
-        },
-        ctime: Timestamp::default(),
-        dev: 0,
-        inode: 0,
-        nlink: 1,
-        rdev: 0,
-        target: Vec::new(),
-        xattrs: Vec::new(),
-        content: Vec::new(),
-        subtree: None,
-    }
+    let mut n = Node::new(name, kind, mode);
+    n.mtime = Timestamp {
+        sec: 1_600_000_000,
+        nsec: 0,
+    };
+    n
 }
 
 /// Writes a snapshot whose root holds directory `evil` with `nodes` as its

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow};
 use crate::cli::{DumpArgs, LsArgs};
 use crate::error::Exit;
 use crate::escape;
+use crate::format::Id;
 use crate::format::tree::{Extent, Node, NodeKind};
-use crate::format::{Id, Timestamp};
 use crate::repository::reader::Reader;
 
 use super::{Ctx, format_time};
@@ -54,28 +54,10 @@ pub fn lookup(reader: &Reader, root: Id, path: &Path) -> Result<Node> {
 }
 
 pub fn root_node(tree: Id) -> Node {
-    Node {
-        name: Vec::new(),
-        kind: NodeKind::Dir,
-        mode: libc::S_IFDIR | 0o755,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
-        size: 0,
-        blocks: 0,
-        atime: Timestamp::default(),
-        mtime: Timestamp::default(),
-        ctime: Timestamp::default(),
-        dev: 0,
-        inode: 0,
-        nlink: 2,
-        rdev: 0,
-        target: Vec::new(),
-        xattrs: Vec::new(),
-        content: Vec::new(),
-        subtree: Some(tree),
-    }
+    let mut n = Node::new(b"", NodeKind::Dir, libc::S_IFDIR | 0o755);
+    n.nlink = 2;
+    n.subtree = Some(tree);
+    n
 }
 
 fn mode_string(n: &Node) -> String {

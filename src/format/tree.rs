@@ -62,6 +62,35 @@ pub struct Node {
     pub subtree: Option<Id>,
 }
 
+impl Node {
+    /// An entry with this name, kind and mode (type bits included), owned
+    /// by root, one link, dated the epoch, and nothing else set.
+    pub fn new(name: &[u8], kind: NodeKind, mode: u32) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: 0,
+            blocks: 0,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            dev: 0,
+            inode: 0,
+            nlink: 1,
+            rdev: 0,
+            target: Vec::new(),
+            xattrs: Vec::new(),
+            content: Vec::new(),
+            subtree: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Tree {
     pub version: u16,

@@ -496,28 +496,15 @@ impl<'a> Archiver<'a> {
         let now = Timestamp::now();
         // SAFETY: getuid/getgid/umask cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let node = Node {
-            name: name.as_bytes().to_vec(),
-            kind: NodeKind::File,
-            mode: libc::S_IFREG | 0o600,
-            uid,
-            gid,
-            user: self.names.user(uid),
-            group: self.names.group(gid),
-            size: total,
-            blocks: total.div_ceil(512),
-            atime: now,
-            mtime: now,
-            ctime: now,
-            dev: 0,
-            inode: 0,
-            nlink: 1,
-            rdev: 0,
-            target: Vec::new(),
-            xattrs: Vec::new(),
-            content: extents,
-            subtree: None,
-        };
+        let mut node = Node::new(name.as_bytes(), NodeKind::File, libc::S_IFREG | 0o600);
+        node.uid = uid;
+        node.gid = gid;
+        node.user = self.names.user(uid);
+        node.group = self.names.group(gid);
+        node.size = total;
+        node.blocks = total.div_ceil(512);
+        (node.atime, node.mtime, node.ctime) = (now, now, now);
+        node.content = extents;
         self.store_tree(vec![node])
     }
 }

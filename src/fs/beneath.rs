@@ -277,28 +277,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn special(mode: u32) -> Node {
-        Node {
-            name: b"fifo".to_vec(),
-            kind: NodeKind::Fifo,
-            mode: libc::S_IFIFO | mode,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            size: 0,
-            blocks: 0,
-            atime: Timestamp::default(),
-            mtime: Timestamp::default(),
-            ctime: Timestamp::default(),
-            dev: 0,
-            inode: 0,
-            nlink: 1,
-            rdev: 0,
-            target: Vec::new(),
-            xattrs: Vec::new(),
-            content: Vec::new(),
-            subtree: None,
-        }
+        Node::new(b"fifo", NodeKind::Fifo, libc::S_IFIFO | mode)
     }
 
     #[test]
