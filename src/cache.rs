@@ -242,9 +242,17 @@ impl Cache {
     }
 
     /// Removes the entries of a cache subdirectory not named `keep` or
-    /// `keep.<extension>`. Only entries of that directory are unlinked
-    /// (a symlink among them is removed itself, never followed).
+    /// `keep.<extension>`.
     pub fn remove_others(&self, repo: &Id, subdir: &str, keep: &str) {
+        self.retain(repo, subdir, |name| {
+            name == keep || name.starts_with(&format!("{keep}."))
+        });
+    }
+
+    /// Removes the entries of a cache subdirectory that `keep` refuses.
+    /// Only entries of that directory are unlinked (a symlink among them is
+    /// removed itself, never followed).
+    pub fn retain(&self, repo: &Id, subdir: &str, keep: impl Fn(&str) -> bool) {
         let Some(dir) = components(subdir).and_then(|c| self.subdir(repo, &c, false)) else {
             return;
         };
@@ -255,7 +263,7 @@ impl Cache {
             let Ok(name) = e.file_name().to_str() else {
                 continue;
             };
-            if name != "." && name != ".." && name != keep && !name.starts_with(&format!("{keep}.")) {
+            if name != "." && name != ".." && !keep(name) {
                 let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
             }
         }

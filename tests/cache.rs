@@ -300,3 +300,46 @@ fn a_snapshot_deleted_right_after_its_backup_is_reported() {
         r.stderr()
     );
 }
+
+#[test]
+fn verified_manifests_are_remembered_and_check_still_reads_them_all() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    let first = env.backup(&[&src])["snapshot_id"].as_str().unwrap().to_string();
+    let second = env.backup(&[&src])["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(env.snapshots().as_array().unwrap().len(), 2);
+    let remembered = repo_cache(&env).join("verified");
+    assert_eq!(std::fs::read_dir(&remembered).unwrap().count(), 2);
+
+    // The storage now damages a manifest this client verified before: a
+    // listing needs no signature check for it, `check` reads it again.
+    let manifest = env.repo().join("snapshots").join(&first);
+    let len = std::fs::metadata(&manifest).unwrap().len();
+    util::flip_byte(&manifest, len / 2);
+    let r = env.run(&["--json", "snapshots"]).ok();
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    assert!(!r.stderr().contains("refused"), "{}", r.stderr());
+    let r = env.run(&["check"]).fails(1);
+    assert!(r.stderr().contains(&first), "{}", r.stderr());
+
+    // A remembered entry another user altered is not believed: the
+    // manifest is verified again.
+    std::fs::write(remembered.join(&second), b"forged").unwrap();
+    let snaps = env.snapshots();
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == second.as_str())
+    );
+    // A manifest that is gone is forgotten.
+    std::fs::remove_file(env.repo().join("snapshots").join(&second)).unwrap();
+    env.run(&["snapshots"]).ok();
+    let left: Vec<_> = std::fs::read_dir(&remembered)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from(&first)]);
+}

@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     };
 
     say("checking snapshots");
-    let listing = ctx.list_snapshots(&repo, shared, &cache)?;
+    let listing = ctx.verify_snapshots(&repo, shared, &cache)?;
     for (name, err) in &listing.refused {
         report.error(format!("snapshot {name} is refused: {err:#}"));
     }

@@ -70,6 +70,19 @@ impl Ctx {
         shared: &crate::keys::Shared,
         cache: &Cache,
     ) -> Result<crate::repository::snapshots::Listing> {
+        let listing = crate::repository::snapshots::list_remembering(repo, shared, cache)?;
+        crate::repository::rollback::check(cache, &shared.subkeys.cache, repo, Some(&listing));
+        Ok(listing)
+    }
+
+    /// As [`Ctx::list_snapshots`], but reading and verifying every
+    /// manifest whatever the cache remembers (for `check`).
+    pub fn verify_snapshots(
+        &self,
+        repo: &Repository,
+        shared: &crate::keys::Shared,
+        cache: &Cache,
+    ) -> Result<crate::repository::snapshots::Listing> {
         let listing = crate::repository::snapshots::list(repo, shared)?;
         crate::repository::rollback::check(cache, &shared.subkeys.cache, repo, Some(&listing));
         Ok(listing)

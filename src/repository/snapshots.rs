@@ -4,7 +4,10 @@
 use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 
+use serde::{Deserialize, Serialize};
+
 use crate::backend::Kind;
+use crate::cache::{Cache, Record};
 use crate::crypto::aead;
 use crate::error::Exit;
 use crate::format::manifest::{self, Catalog, Manifest};
@@ -67,6 +70,11 @@ pub fn write(
     Ok(id)
 }
 
+/// Dated more than a day ahead of this client's clock.
+fn is_future(catalog: &Catalog) -> bool {
+    catalog.time.sec > Timestamp::now().sec + 86_400
+}
+
 /// Reads one manifest: the name must match the content, the signature must
 /// verify (root, or a certified writer of the snapshot's own host), and only
 /// then is the catalog opened.
@@ -104,7 +112,7 @@ pub fn read(repo: &Repository, shared: &Shared, name: &str) -> Result<Snapshot> 
             catalog.host
         );
     }
-    let future = catalog.time.sec > Timestamp::now().sec + 86_400;
+    let future = is_future(&catalog);
     Ok(Snapshot {
         id,
         run: m.run_id,
@@ -116,10 +124,63 @@ pub fn read(repo: &Repository, shared: &Shared, name: &str) -> Result<Snapshot> 
 
 /// Lists and verifies every manifest, in parallel.
 pub fn list(repo: &Repository, shared: &Shared) -> Result<Listing> {
+    list_with(repo, |name| read(repo, shared, name))
+}
+
+/// What the cache directory remembers of a manifest verified before, under
+/// its name (the SHA-256 of its bytes, so the name alone identifies it):
+/// authenticated under the cache subkey.
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    run: RunId,
+    catalog: Catalog,
+    signed_by: SignedBy,
+}
+
+const REMEMBERED: &str = "verified";
+
+/// Lists every manifest, verifying only those this client has not verified
+/// before (a remount, or a second command, costs no signature check for
+/// them), and remembering the newly verified ones. `check` uses [`list`],
+/// which reads and verifies everything.
+pub fn list_remembering(repo: &Repository, shared: &Shared, cache: &Cache) -> Result<Listing> {
+    let key = &shared.subkeys.cache;
+    let repo_id = repo.id();
+    let listing = list_with(repo, |name| {
+        let entry = format!("{REMEMBERED}/{name}");
+        if let Record::Found(b) = cache.get_authenticated(&repo_id, &entry, key)
+            && let Ok(r) = decode::<Remembered>(&b, "a remembered snapshot")
+            && let Some(id) = Id::from_hex(name)
+        {
+            return Ok(Snapshot {
+                id,
+                run: r.run,
+                future: is_future(&r.catalog),
+                catalog: r.catalog,
+                signed_by: r.signed_by,
+            });
+        }
+        let s = read(repo, shared, name)?;
+        let r = Remembered {
+            run: s.run,
+            catalog: s.catalog.clone(),
+            signed_by: s.signed_by.clone(),
+        };
+        cache.put_authenticated(&repo_id, &entry, key, &encode(&r));
+        Ok(s)
+    })?;
+    // Forget manifests that are gone.
+    let present: std::collections::HashSet<String> =
+        listing.snapshots.iter().map(|s| s.id.to_hex()).collect();
+    cache.retain(&repo_id, REMEMBERED, |name| present.contains(name));
+    Ok(listing)
+}
+
+fn list_with(repo: &Repository, read_one: impl Fn(&str) -> Result<Snapshot> + Sync) -> Result<Listing> {
     let names = repo.backend.list(Kind::Snapshots).context("listing snapshots")?;
     let results: Vec<(String, Result<Snapshot>)> = names
         .par_iter()
-        .map(|l| (l.name.clone(), read(repo, shared, &l.name)))
+        .map(|l| (l.name.clone(), read_one(&l.name)))
         .collect();
     let mut snapshots = Vec::new();
     let mut refused = Vec::new();

@@ -9,7 +9,7 @@ use crate::format::{Signed, decode};
 use crate::keys::Key;
 
 /// The signature of a verified object: the root's, or a writer's for a host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SignedBy {
     Root,
     Writer { host: String },
