@@ -495,3 +495,37 @@ fn mounts_from_a_rescue_shell_environment() {
         std::fs::read(src.join("docs/blob.bin")).unwrap()
     );
 }
+
+#[test]
+fn unverifiable_snapshots_and_unusable_names_are_left_out_with_a_warning() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    let s = src.to_str().unwrap();
+    env.run(&["backup", "--host", "a/b", "--tag", "..", "--tag", "fine", s])
+        .ok();
+    env.run(&["backup", "--time", "2020-01-01T00:00:00Z", s]).ok();
+    let snaps = env.snapshots();
+    let old = snaps[0]["id"].as_str().unwrap().to_string();
+    // The older snapshot's manifest is damaged: it no longer verifies.
+    let manifest = env.repo().join("snapshots").join(&old);
+    let len = std::fs::metadata(&manifest).unwrap().len();
+    util::flip_byte(&manifest, len / 2);
+    let at = env.path("mnt");
+    let mut m = mount(&env, &at, &[]);
+    assert_eq!(ls(&at.join("snapshots")).len(), 2, "one snapshot and latest");
+    assert_eq!(ls(&at.join("ids")).len(), 1);
+    assert!(ls(&at.join("hosts")).is_empty());
+    assert_eq!(ls(&at.join("tags")), ["fine"]);
+    let (code, stderr) = m.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches(&format!("snapshot {old} is left out")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"a/b\"") && stderr.contains("\"..\""),
+        "{stderr}"
+    );
+}
