@@ -91,8 +91,22 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
             .clamp(2, 16),
     );
     config.clone_fd = true;
-    let mut session = Session::new(fs, mountpoint, &config)
-        .with_context(|| format!("mounting at {} failed", mountpoint.display()))?;
+    let mut session = Session::new(fs, mountpoint, &config).map_err(|e| {
+        // Only root mounts through /dev/fuse directly; anyone else needs the
+        // setuid helper.
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        ) && !rustix::process::geteuid().is_root()
+        {
+            anyhow::anyhow!(
+                "mounting at {} failed ({e}): without root, strongroom mounts through fusermount3 or fusermount (package fuse3), which must be installed, with /dev/fuse usable",
+                mountpoint.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("mounting at {} failed", mountpoint.display()))
+        }
+    })?;
     let mut unmounter = session.unmount_callable();
     let at = mountpoint.to_path_buf();
     crate::interrupt::on_signal(Box::new(move || {
