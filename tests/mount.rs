@@ -529,3 +529,26 @@ fn unverifiable_snapshots_and_unusable_names_are_left_out_with_a_warning() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_directory_too_large_for_one_reply_lists_every_entry_once() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("entry-with-a-longish-name-{i:05}")), "").unwrap();
+    }
+    env.backup(&[&src]);
+    let at = env.path("mnt");
+    let _m = mount(&env, &at, &["--snapshot", "latest"]);
+    let seen = under(&at, &src);
+    assert_eq!(ls(&seen), ls(&src));
+    let find = output(
+        Command::new("find")
+            .arg(&seen)
+            .args(["-mindepth", "1", "-printf", "%i\n"]),
+    );
+    let inodes: std::collections::BTreeSet<&str> = find.lines().collect();
+    assert_eq!(inodes.len(), 3000, "every entry has its own inode number");
+}

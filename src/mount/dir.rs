@@ -84,21 +84,30 @@ impl MountFs {
         }
     }
 
-    /// Every entry of a directory, `.` and `..` first.
-    pub fn children(&self, ino: u64) -> Result<Vec<Child>, Errno> {
+    /// Up to `count` entries of a directory from position `from`, where
+    /// `.` and `..` come first: a large directory is listed in pieces, each
+    /// numbering only the entries it returns.
+    pub fn children(&self, ino: u64, from: usize, count: usize) -> Result<Vec<Child>, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         let parent = match &*e {
             Entry::Dir(d) => d.parent,
             Entry::Stored(s) => s.parent,
             Entry::Link { .. } => return Err(Errno::ENOTDIR),
         };
-        let mut out = vec![(b".".to_vec(), ino, e.clone())];
-        if let Some(p) = self.table.get(parent) {
+        let mut out = Vec::new();
+        if from == 0 {
+            out.push((b".".to_vec(), ino, e.clone()));
+        }
+        if from <= 1
+            && let Some(p) = self.table.get(parent)
+        {
             out.push((b"..".to_vec(), parent, p));
         }
+        let skip = from.saturating_sub(2);
+        let want = count.saturating_sub(out.len());
         match &*e {
             Entry::Dir(d) => {
-                for (name, child) in &d.children {
+                for (name, child) in d.children.iter().skip(skip).take(want) {
                     if let Some(c) = self.table.get(*child) {
                         out.push((name.clone(), *child, c));
                     }
@@ -106,7 +115,7 @@ impl MountFs {
             }
             Entry::Stored(s) => {
                 let tree = self.tree_of(ino, s)?;
-                for n in &tree.nodes {
+                for n in tree.nodes.iter().skip(skip).take(want) {
                     let (child, c) = self.stored_child(ino, s, n);
                     out.push((n.name.clone(), child, c));
                 }

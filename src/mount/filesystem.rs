@@ -18,6 +18,9 @@ use super::{Entry, MountFs};
 /// Snapshots never change: the kernel may keep what it learns.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const GEN: Generation = Generation(0);
+/// Directory entries numbered per step of a listing: a reply holds a few
+/// dozen to a few hundred.
+const PIECE: usize = 128;
 
 fn kind_of(fs: &MountFs, ino: u64, e: &Entry) -> fuser::FileType {
     fs.attr(ino, e).kind
@@ -100,17 +103,22 @@ impl Filesystem for MountFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.children(ino.0) {
-            Ok(all) => {
-                for (i, (name, child, e)) in all.iter().enumerate().skip(offset as usize) {
-                    let kind = kind_of(self, *child, e);
-                    if reply.add(INodeNo(*child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
-                        break;
-                    }
+        let mut at = offset as usize;
+        loop {
+            let piece = match self.children(ino.0, at, PIECE) {
+                Ok(p) => p,
+                Err(e) => return reply.error(e),
+            };
+            for (name, child, e) in &piece {
+                at += 1;
+                let kind = kind_of(self, *child, e);
+                if reply.add(INodeNo(*child), at as u64, kind, OsStr::from_bytes(name)) {
+                    return reply.ok();
                 }
-                reply.ok()
             }
-            Err(e) => reply.error(e),
+            if piece.len() < PIECE {
+                return reply.ok();
+            }
         }
     }
 
@@ -122,24 +130,23 @@ impl Filesystem for MountFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.children(ino.0) {
-            Ok(all) => {
-                for (i, (name, child, e)) in all.iter().enumerate().skip(offset as usize) {
-                    let attr = self.attr(*child, e);
-                    if reply.add(
-                        INodeNo(*child),
-                        i as u64 + 1,
-                        OsStr::from_bytes(name),
-                        &TTL,
-                        &attr,
-                        GEN,
-                    ) {
-                        break;
-                    }
+        let mut at = offset as usize;
+        loop {
+            let piece = match self.children(ino.0, at, PIECE) {
+                Ok(p) => p,
+                Err(e) => return reply.error(e),
+            };
+            for (name, child, e) in &piece {
+                at += 1;
+                let attr = self.attr(*child, e);
+                let name = OsStr::from_bytes(name);
+                if reply.add(INodeNo(*child), at as u64, name, &TTL, &attr, GEN) {
+                    return reply.ok();
                 }
-                reply.ok()
             }
-            Err(e) => reply.error(e),
+            if piece.len() < PIECE {
+                return reply.ok();
+            }
         }
     }
 
