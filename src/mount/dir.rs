@@ -2,6 +2,7 @@
 //! its tree when first visited (kept in a bounded cache) and numbers each
 //! entry from its identity.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use fuser::Errno;
@@ -39,15 +40,22 @@ impl MountFs {
             })
     }
 
-    /// The inode of one entry of a stored directory, entered in the table.
-    fn stored_child(&self, parent_ino: u64, parent: &Stored, node: &Node) -> (u64, Arc<Entry>) {
+    /// The inode of one entry of a stored directory, entered in the table;
+    /// `counted` when it goes to the kernel as a lookup.
+    fn stored_child(
+        &self,
+        parent_ino: u64,
+        parent: &Stored,
+        node: &Node,
+        counted: bool,
+    ) -> (u64, Arc<Entry>) {
         let snap = &self.snapshots[parent.snapshot].id;
         let identity = if node.nlink > 1 && node.kind != NodeKind::Dir {
             Identity::linked(snap, node.dev, node.inode)
         } else {
             Identity::named(snap, parent.key, &node.name)
         };
-        self.table.hashed(identity, |ino| {
+        self.table.hashed(identity, counted, |ino| {
             Entry::Stored(Stored {
                 snapshot: parent.snapshot,
                 name: node.name.clone(),
@@ -56,6 +64,7 @@ impl MountFs {
                 identity: Some(identity),
                 node: Arc::new(node.clone()),
                 starts: OnceLock::new(),
+                lookups: AtomicU64::new(0),
             })
         })
     }
@@ -79,15 +88,16 @@ impl MountFs {
                     .nodes
                     .binary_search_by(|n| n.name.as_slice().cmp(name))
                     .map_err(|_| Errno::ENOENT)?;
-                Ok(self.stored_child(parent, s, &tree.nodes[i]))
+                Ok(self.stored_child(parent, s, &tree.nodes[i], true))
             }
         }
     }
 
     /// Up to `count` entries of a directory from position `from`, where
     /// `.` and `..` come first: a large directory is listed in pieces, each
-    /// numbering only the entries it returns.
-    pub fn children(&self, ino: u64, from: usize, count: usize) -> Result<Vec<Child>, Errno> {
+    /// numbering only the entries it returns. `counted` for readdirplus,
+    /// whose entries the kernel counts as lookups.
+    pub fn children(&self, ino: u64, from: usize, count: usize, counted: bool) -> Result<Vec<Child>, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         let parent = match &*e {
             Entry::Dir(d) => d.parent,
@@ -116,7 +126,7 @@ impl MountFs {
             Entry::Stored(s) => {
                 let tree = self.tree_of(ino, s)?;
                 for n in tree.nodes.iter().skip(skip).take(want) {
-                    let (child, c) = self.stored_child(ino, s, n);
+                    let (child, c) = self.stored_child(ino, s, n, counted);
                     out.push((n.name.clone(), child, c));
                 }
             }

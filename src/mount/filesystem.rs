@@ -54,6 +54,10 @@ impl Filesystem for MountFs {
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.table.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &a),
@@ -105,7 +109,7 @@ impl Filesystem for MountFs {
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let mut at = offset as usize;
         loop {
-            let piece = match self.children(ino.0, at, PIECE) {
+            let piece = match self.children(ino.0, at, PIECE, false) {
                 Ok(p) => p,
                 Err(e) => return reply.error(e),
             };
@@ -132,7 +136,7 @@ impl Filesystem for MountFs {
     ) {
         let mut at = offset as usize;
         loop {
-            let piece = match self.children(ino.0, at, PIECE) {
+            let piece = match self.children(ino.0, at, PIECE, true) {
                 Ok(p) => p,
                 Err(e) => return reply.error(e),
             };

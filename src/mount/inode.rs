@@ -7,8 +7,11 @@
 //! numbers have the top bit set and virtual ones never do, so the two
 //! never meet. Two hashed identities meeting on one number (about once in
 //! 2^63) are told apart by rehashing the later one with a counter.
+//! Entries of snapshot trees leave the table when the kernel forgets
+//! them, so memory follows what the kernel holds, not what was visited.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use super::Entry;
@@ -98,21 +101,53 @@ impl Table {
     }
 
     /// The number of a snapshot entry of this identity, entering it if it
-    /// is new; `make` builds the entry for the number chosen.
-    pub fn hashed(&self, identity: Identity, make: impl Fn(u64) -> Entry) -> (u64, Arc<Entry>) {
+    /// is new; `make` builds the entry for the number chosen. With
+    /// `counted`, one more lookup is counted, under the same lock as
+    /// [`Table::forget`] takes, so an entry is never dropped while the
+    /// kernel holds it.
+    pub fn hashed(
+        &self,
+        identity: Identity,
+        counted: bool,
+        make: impl Fn(u64) -> Entry,
+    ) -> (u64, Arc<Entry>) {
         let mut attempt = 0;
         loop {
             let ino = number(&identity.0, attempt);
             let mut shard = self.shard(ino).write().unwrap_or_else(|e| e.into_inner());
-            match shard.get(&ino) {
-                Some(e) if e.identity() == Some(identity) => return (ino, e.clone()),
-                Some(_) => attempt += 1,
+            let e = match shard.get(&ino) {
+                Some(e) if e.identity() == Some(identity) => e.clone(),
+                Some(_) => {
+                    attempt += 1;
+                    continue;
+                }
                 None => {
                     let e = Arc::new(make(ino));
                     shard.insert(ino, e.clone());
-                    return (ino, e);
+                    e
                 }
+            };
+            if counted && let Entry::Stored(s) = &*e {
+                s.lookups.fetch_add(1, Ordering::Relaxed);
             }
+            return (ino, e);
+        }
+    }
+
+    /// The kernel forgets `n` lookups of `ino`: an entry of a snapshot tree
+    /// it no longer holds leaves the table (the layout's stay).
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut shard = self.shard(ino).write().unwrap_or_else(|e| e.into_inner());
+        let gone = match shard.get(&ino).map(|e| &**e) {
+            Some(Entry::Stored(s)) if s.identity.is_some() => {
+                let left = s.lookups.load(Ordering::Relaxed).saturating_sub(n);
+                s.lookups.store(left, Ordering::Relaxed);
+                left == 0
+            }
+            _ => false,
+        };
+        if gone {
+            shard.remove(&ino);
         }
     }
 }

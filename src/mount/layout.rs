@@ -3,6 +3,7 @@
 //! a fixed order; or, for one snapshot, its tree at the mount point.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use super::inode::{Identity, ROOT};
@@ -71,6 +72,7 @@ fn snapshot_root(
         identity: None,
         node: Arc::new(node),
         starts: OnceLock::new(),
+        lookups: AtomicU64::new(0),
     })
 }
 

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod lru;
 pub mod symlink;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -46,6 +47,9 @@ pub struct Stored {
     pub node: Arc<Node>,
     /// Where each extent of a file starts, computed on first read.
     pub starts: OnceLock<Vec<u64>>,
+    /// How many times the kernel was handed this inode and has not yet
+    /// forgotten it; at 0 the entry leaves the table.
+    pub lookups: AtomicU64,
 }
 
 pub enum Entry {
