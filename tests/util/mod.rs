@@ -2,6 +2,8 @@
 //! a cleared environment. Key files are made once per build and shared.
 #![allow(dead_code)]
 
+pub mod fuse;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
