@@ -150,14 +150,18 @@ fn a_dead_mount_left_by_sigkill_is_cleaned_up_by_the_next_mount() {
 }
 
 #[test]
-fn mount_point_inside_the_repository_is_refused() {
+fn mount_point_inside_the_repository_or_the_cache_is_refused() {
     let env = Env::new();
     two_snapshots(&env);
-    let inside = env.repo().join("mnt");
-    std::fs::create_dir_all(&inside).unwrap();
-    let r = env.run(&["mount", inside.to_str().unwrap()]).fails(2);
-    assert!(r.stderr().contains("inside the repository"), "{}", r.stderr());
-    assert!(!is_mounted(&inside));
+    for (inside, what) in [
+        (env.repo().join("mnt"), "inside the repository"),
+        (env.path("cache").join("mnt"), "inside the cache directory"),
+    ] {
+        std::fs::create_dir_all(&inside).unwrap();
+        let r = env.run(&["mount", inside.to_str().unwrap()]).fails(2);
+        assert!(r.stderr().contains(what), "{}", r.stderr());
+        assert!(!is_mounted(&inside));
+    }
 }
 
 #[test]
