@@ -143,6 +143,12 @@ impl Cache {
         Cache { dir: None }
     }
 
+    /// Where the cache directory is, if there is one.
+    pub fn path(&self) -> Option<PathBuf> {
+        let fd = self.dir.as_ref()?;
+        std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).ok()
+    }
+
     pub fn is_usable(&self) -> bool {
         self.dir.is_some()
     }

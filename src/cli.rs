@@ -71,6 +71,8 @@ pub enum Command {
     Repair(RepairCommand),
     /// Remove stale locks (left by a process that died), or every lock
     Unlock(UnlockArgs),
+    /// Show every snapshot as a read-only directory (FUSE), in the foreground
+    Mount(MountArgs),
 }
 
 #[derive(Args, Debug)]
@@ -229,4 +231,25 @@ pub struct UnlockArgs {
     /// Remove every lock, stale or not, even of a run still going (full key only)
     #[arg(long)]
     pub remove_all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// An empty directory to mount on
+    pub mountpoint: PathBuf,
+    /// Show only this snapshot's tree at the mount point (latest, an id or a prefix)
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Let other users in (stored permissions are still enforced)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Memory for decrypted blobs, e.g. 256M, 1G
+    #[arg(long, default_value = "256M")]
+    pub cache_size: String,
+    /// Keep no ciphertext on disk (the default for now: blobs are cached in memory only)
+    #[arg(long)]
+    pub no_disk_cache: bool,
 }

@@ -1,5 +1,7 @@
 //! Ctrl-C and SIGTERM: the held locks and this process's temporary files are
-//! removed, "interrupted" is said, and the process exits 130.
+//! removed, "interrupted" is said, and the process exits 130; or, while a
+//! command has registered an action instead (the mount: unmount), that
+//! action runs and the command ends its own way.
 //!
 //! No work is done in a signal handler: `main` blocks both signals before
 //! any thread starts (every later thread inherits the mask), and one thread
@@ -22,6 +24,8 @@ struct Held {
 }
 
 static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+type Action = Box<dyn FnOnce() + Send>;
+static ON_SIGNAL: Mutex<Option<Action>> = Mutex::new(None);
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// Registers a held lock, to be removed if the process is interrupted;
@@ -39,6 +43,12 @@ pub fn release(token: u64) {
     HELD.lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|h| h.token != token);
+}
+
+/// Registers what the first SIGINT or SIGTERM does in place of exiting
+/// (a second one exits as usual).
+pub fn on_signal(action: Action) {
+    *ON_SIGNAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(action);
 }
 
 /// Blocks SIGINT and SIGTERM and starts the thread that waits for them.
@@ -64,7 +74,11 @@ pub fn install() {
             // SAFETY: `set` is an initialised signal set, `sig` a valid
             // place for the result.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                interrupted();
+                let action = ON_SIGNAL.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match action {
+                    Some(action) => action(),
+                    None => interrupted(),
+                }
             }
         }
     });

@@ -1,7 +1,8 @@
 //! strongroom: client-side encrypted, signed, deduplicating backups.
 //!
 //! Data flows one way: `cli → commands → repository → {crypto, chunker,
-//! format}`, and `repository → cache → backend`.
+//! format}`, `repository → cache → backend`, and `mount → repository`
+//! (the reading side only).
 
 pub mod backend;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod format;
 pub mod fs;
 pub mod interrupt;
 pub mod keys;
+pub mod mount;
 pub mod progress;
 pub mod repository;
 

@@ -6,6 +6,7 @@ mod init;
 mod key;
 mod keygen;
 mod ls;
+mod mount;
 mod repair_index;
 mod repair_snapshots;
 mod restore;
@@ -24,6 +25,8 @@ use crate::error::Exit;
 use crate::format::Timestamp;
 use crate::keys::{self, Key, PassphraseSource};
 use crate::repository::Repository;
+
+pub use ls::root_node;
 
 /// What every command may need: the global options, and ways to open the
 /// key, the repository and the cache from them.
@@ -108,6 +111,7 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Repair(crate::cli::RepairCommand::Index) => repair_index::run(&ctx),
         Command::Repair(crate::cli::RepairCommand::Snapshots(a)) => repair_snapshots::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
     }
 }
 

@@ -2,6 +2,8 @@
 //! a cleared environment. Key files are made once per build and shared.
 #![allow(dead_code)]
 
+pub mod fuse;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -348,4 +350,70 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Builds the tricky tree at `root` (as root: devices, owners, trusted xattrs).
+pub fn build_tricky_tree(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    let r = root.display();
+    sh(&format!(
+        r#"
+cd {r}
+echo regular > regular
+: > empty
+# Sparse: 64 MiB with three written blocks, and a file ending in a hole.
+truncate -s 64M sparse
+printf 'start' | dd of=sparse bs=1 conv=notrunc status=none
+printf 'middle' | dd of=sparse bs=1 seek=20971520 conv=notrunc status=none
+printf 'end' | dd of=sparse bs=1 seek=67108000 conv=notrunc status=none
+printf 'head' > trailing-hole && truncate -s 10M trailing-hole
+# Hard links across directories.
+mkdir -p links/a links/b
+echo linked > links/a/one
+ln links/a/one links/b/two
+ln links/a/one links/three
+# Symlinks.
+ln -s regular rel-link
+ln -s /etc/passwd abs-link
+ln -s does/not/exist dangling
+ln -s "$(printf 'tar\377get\001')" nonutf8-link
+ln -s "$(head -c 3000 /dev/zero | tr '\0' 'x')" long-link
+# Special files.
+mkfifo fifo
+mknod chardev c 1 3
+mknod blockdev b 7 200
+# Modes.
+echo s > setuid && chmod 4755 setuid
+echo g > setgid && chmod 2755 setgid
+mkdir sticky && chmod 1777 sticky
+echo z > mode000 && chmod 000 mode000
+mkdir dir000 && echo inside > dir000/f
+# Owners nobody has here.
+echo o > foreign && chown 12345:54321 foreign
+ln -s regular foreign-link && chown -h 23456:65432 foreign-link
+# Times: nanoseconds, before 1970, far future.
+echo t > nanos && touch -d '2021-06-01 12:34:56.123456789' nanos
+echo t > old && touch -d '1960-01-01 00:00:00.5' old
+echo t > future && touch -d '2200-01-01 00:00:00' future
+touch -h -d '2001-02-03 04:05:06.7' rel-link
+# Extended attributes: user on a file and a directory, trusted on a symlink.
+echo x > xattrs && setfattr -n user.comment -v 'hello' xattrs && setfattr -n user.bin -v 0x00ff00 xattrs
+mkdir xdir && setfattr -n user.dirattr -v 'on a dir' xdir
+setfattr -h -n trusted.linkattr -v 'on a link' rel-link
+# POSIX ACLs, a default ACL among them.
+echo a > acl && setfacl -m u:1234:rwx,g:4321:r acl
+mkdir acldir && setfacl -m u:1234:rx acldir && setfacl -d -m u:1234:rwx,g::r acldir
+echo inherits > acldir/child
+# Awkward names.
+mkdir names
+echo n > "names/$(printf 'caf\351')"
+echo n > "names/$(head -c 255 /dev/zero | tr '\0' 'n')"
+echo n > "names/$(printf 'new\nline')"
+echo n > "names/-dash"
+# Deep nesting.
+d=deep; for i in $(seq 1 60); do d=$d/d$i; done; mkdir -p $d && echo bottom > $d/file
+chmod 000 dir000
+touch -d '2010-10-10 10:10:10.101010101' links sticky xdir names
+"#
+    ));
 }

@@ -1,0 +1,85 @@
+//! `strongroom mount MOUNTPOINT`: glue from the command line to the mount.
+
+use anyhow::Result;
+
+use crate::cli::MountArgs;
+use crate::error::Exit;
+use crate::mount::{MountFs, Options, daemon};
+use crate::repository::reader::Reader;
+
+use super::Ctx;
+
+/// `256M`, `1G`, `4096`: bytes, with an optional binary K/M/G/T suffix.
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => {
+                    return Err(Exit::usage(format!(
+                        "--cache-size {s:?}: use a number with K, M, G or T"
+                    )));
+                }
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| Exit::usage(format!("--cache-size {s:?}: use a number with K, M, G or T")))
+}
+
+pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
+    let key = ctx.load_key()?.into_full("browse snapshots")?;
+    let options = Options {
+        cache_size: parse_size(&a.cache_size)?,
+        allow_other: a.allow_other,
+    };
+    daemon::clean_dead_mount(&a.mountpoint)?;
+    let backend = ctx.backend()?;
+    let cache = ctx.cache();
+    let mut avoid = vec![(std::path::PathBuf::from(backend.location()), "repository")];
+    if let Some(dir) = cache.path() {
+        avoid.push((dir, "cache directory"));
+    }
+    let mountpoint = daemon::check_mountpoint(&a.mountpoint, &avoid)?;
+    let repo = crate::repository::Repository::open(backend, &key.shared)?;
+    let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
+    for (name, err) in &listing.refused {
+        crate::warn(&format!("snapshot {name} is left out: {err:#}"));
+    }
+    let snapshots = match &a.snapshot {
+        Some(s) => vec![listing.find(s, a.host.as_deref())?.clone()],
+        None => listing
+            .snapshots
+            .into_iter()
+            .filter(|s| a.host.as_ref().is_none_or(|h| s.catalog.host == *h))
+            .collect(),
+    };
+    // The daemon serves until the process ends: what the reader borrows
+    // lives as long.
+    let repo: &'static _ = Box::leak(Box::new(repo));
+    let key: &'static _ = Box::leak(Box::new(key));
+    let cache: &'static _ = Box::leak(Box::new(cache));
+    let reader = Reader::open(repo, key, cache)?;
+    let what = match &a.snapshot {
+        Some(_) => format!("snapshot {}", snapshots[0].id.short()),
+        None if snapshots.len() == 1 => "1 snapshot".to_string(),
+        None => format!("{} snapshots", snapshots.len()),
+    };
+    let single = a.snapshot.is_some();
+    let fs = MountFs::new(reader, snapshots, &options);
+    if single {
+        fs.build_single();
+    } else {
+        fs.build_layout();
+    }
+    daemon::serve(fs, &mountpoint, &options, &what)
+}

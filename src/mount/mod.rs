@@ -1,0 +1,145 @@
+//! `strongroom mount`: every snapshot as a read-only FUSE directory,
+//! decrypted on demand.
+//!
+//! One file per kind of node: [`layout`] (the root and the virtual
+//! directories), [`dir`], [`file`], [`symlink`] and [`attr`] (what every
+//! stored node shows, devices, fifos and sockets included); [`inode`] is
+//! the numbering, [`lru`] the bounded caches, [`filesystem`] the `fuser`
+//! handlers (they only reply) and [`daemon`] mounting and unmounting.
+
+pub mod attr;
+pub mod daemon;
+pub mod dir;
+pub mod file;
+pub mod filesystem;
+pub mod inode;
+pub mod layout;
+pub mod lru;
+pub mod symlink;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use crate::format::tree::{Node, Tree};
+use crate::repository::reader::Reader;
+use crate::repository::snapshots::Snapshot;
+
+use inode::{Identity, Table};
+
+/// A directory or symlink of the layout, not stored in any snapshot.
+pub struct VirtualDir {
+    pub name: Vec<u8>,
+    pub parent: u64,
+    pub children: Vec<(Vec<u8>, u64)>,
+}
+
+/// An entry of a snapshot's tree (or a snapshot's root directory).
+pub struct Stored {
+    /// Index into [`MountFs::snapshots`].
+    pub snapshot: usize,
+    pub name: Vec<u8>,
+    pub parent: u64,
+    /// The number this directory's children are hashed under.
+    pub key: u64,
+    /// None for a snapshot root, which has a fixed number.
+    pub identity: Option<Identity>,
+    pub node: Arc<Node>,
+    /// Where each extent of a file starts, computed on first read.
+    pub starts: OnceLock<Vec<u64>>,
+    /// How many times the kernel was handed this inode and has not yet
+    /// forgotten it; at 0 the entry leaves the table.
+    pub lookups: AtomicU64,
+}
+
+pub enum Entry {
+    Dir(VirtualDir),
+    Link {
+        name: Vec<u8>,
+        parent: u64,
+        target: Vec<u8>,
+    },
+    Stored(Stored),
+}
+
+impl Entry {
+    pub fn identity(&self) -> Option<Identity> {
+        match self {
+            Entry::Stored(s) => s.identity,
+            _ => None,
+        }
+    }
+
+    fn name_and_parent(&self) -> (&[u8], u64) {
+        match self {
+            Entry::Dir(d) => (&d.name, d.parent),
+            Entry::Link { name, parent, .. } => (name, *parent),
+            Entry::Stored(s) => (&s.name, s.parent),
+        }
+    }
+}
+
+/// What `strongroom mount` was asked for.
+pub struct Options {
+    /// Bytes of decrypted blobs kept in memory.
+    pub cache_size: u64,
+    pub allow_other: bool,
+}
+
+/// The mounted filesystem: the reader, the verified snapshots and the
+/// inodes handed out so far.
+pub struct MountFs {
+    pub reader: Reader<'static>,
+    pub snapshots: Vec<Snapshot>,
+    pub table: Table,
+    pub trees: lru::Lru<Tree>,
+    pub blobs: lru::Lru<Vec<u8>>,
+    /// The time shown on virtual directories: the newest snapshot's.
+    pub newest: SystemTime,
+    pub owner: (u32, u32),
+}
+
+/// The bytes of a tree kept decoded in memory.
+const TREE_CACHE: usize = 64 << 20;
+
+impl MountFs {
+    pub fn new(reader: Reader<'static>, snapshots: Vec<Snapshot>, options: &Options) -> MountFs {
+        let newest = snapshots
+            .iter()
+            .map(|s| attr::system_time(&s.catalog.time))
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        MountFs {
+            reader,
+            snapshots,
+            table: Table::default(),
+            trees: lru::Lru::new(TREE_CACHE),
+            blobs: lru::Lru::new(options.cache_size.min(usize::MAX as u64) as usize),
+            newest,
+            owner: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+        }
+    }
+
+    /// The path of an inode inside the mount, for messages.
+    pub fn path_of(&self, mut ino: u64) -> String {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        while ino != inode::ROOT && parts.len() <= crate::format::tree::MAX_DEPTH + 4 {
+            let Some(e) = self.table.get(ino) else { break };
+            let (name, parent) = e.name_and_parent();
+            parts.push(name.to_vec());
+            ino = parent;
+        }
+        let mut out = Vec::new();
+        for p in parts.iter().rev() {
+            out.push(b'/');
+            out.extend_from_slice(p);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
