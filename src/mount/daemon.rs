@@ -1,6 +1,7 @@
 //! Mounting and unmounting: a dead mount left by a killed daemon is
 //! detached first, a mount point inside the repository or the cache is
-//! refused, SIGINT and SIGTERM unmount cleanly (the process then exits 0).
+//! refused, SIGINT and SIGTERM unmount cleanly (the process then exits 0);
+//! with `-v`, what was read from the packs is told at the end.
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +92,7 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
             .clamp(2, 16),
     );
     config.clone_fd = true;
+    let reader = fs.reader.clone();
     let mut session = Session::new(fs, mountpoint, &config).map_err(|e| {
         // Only root mounts through /dev/fuse directly; anyone else needs the
         // setuid helper.
@@ -119,7 +121,16 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
         let m = crate::escape::text(&mountpoint.display().to_string());
         eprintln!("mounted {what} at {m}; Ctrl-C or `umount {m}` to unmount");
     }
-    session
+    let served = session
         .run()
-        .with_context(|| format!("serving the mount at {} failed", mountpoint.display()))
+        .with_context(|| format!("serving the mount at {} failed", mountpoint.display()));
+    if crate::verbosity() >= 1 {
+        let c = &reader.counters;
+        eprintln!(
+            "opened {} blobs from {} pack reads",
+            c.blobs_opened.load(std::sync::atomic::Ordering::Relaxed),
+            c.pack_reads.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    served
 }

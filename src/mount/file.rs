@@ -1,5 +1,6 @@
 //! Regular files: opened read-only, read a blob at a time through the
-//! in-memory cache of decrypted blobs; holes and the tail past the stored
+//! in-memory cache of decrypted blobs (sequential readers have the
+//! following blobs loaded ahead); holes and the tail past the stored
 //! content read as zeros. A blob that cannot be read is EIO for that read
 //! only, logged with the file's path and the reason (naming the pack).
 
@@ -9,8 +10,9 @@ use super::{Entry, MountFs};
 use crate::format::tree::{Extent, NodeKind};
 
 impl MountFs {
-    /// Checks that `ino` is a stored regular file opened for reading only.
-    pub fn open(&self, ino: u64, flags: OpenFlags) -> Result<(), Errno> {
+    /// Checks that `ino` is a stored regular file opened for reading only;
+    /// returns its handle.
+    pub fn open(&self, ino: u64, flags: OpenFlags) -> Result<u64, Errno> {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return Err(Errno::EROFS);
         }
@@ -18,11 +20,12 @@ impl MountFs {
         match &*e {
             Entry::Stored(s) if s.node.kind == NodeKind::Dir => Err(Errno::EISDIR),
             Entry::Dir(_) => Err(Errno::EISDIR),
-            _ => Ok(()),
+            _ => Ok(self.open_files.open()),
         }
     }
 
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// `size` bytes from `offset`, read through the open file `fh`.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         let Entry::Stored(s) = &*e else {
             return Err(Errno::EISDIR);
@@ -49,6 +52,9 @@ impl MountFs {
         });
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut i = starts.partition_point(|&st| st <= offset).saturating_sub(1);
+        if let Some(seq) = self.open_files.get(fh) {
+            self.prefetch.after_read(&seq, &s.node, i, offset, end);
+        }
         let mut pos = offset;
         while pos < end && i < s.node.content.len() {
             let extent = &s.node.content[i];

@@ -1,27 +1,86 @@
 //! A bounded in-memory cache of decoded objects (decrypted blobs, trees)
 //! by id, weighed in bytes and split into shards so that readers of
 //! different blobs do not wait on one lock. Only successes are kept: a
-//! failed read is tried again next time. Readers wanting the same missing
-//! object at once (the kernel's parallel read-ahead within one blob) load
-//! it once: the others wait for it on a lock of that id alone.
+//! failed read is tried again next time. An object is loaded once however
+//! many want it at once (the kernel's parallel read-ahead within one blob,
+//! a prefetch racing the read it prepares): the first to ask claims it and
+//! the others wait for that claim alone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::format::Id;
 
 const SHARDS: usize = 16;
 
+/// Opened when a claimed load ends, whether it succeeded or not.
+#[derive(Default)]
+struct Gate {
+    done: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = self.opened.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn open(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.opened.notify_all();
+    }
+}
+
 struct Shard<V> {
     map: ::lru::LruCache<Id, (Arc<V>, usize)>,
     bytes: usize,
-    /// Ids being loaded, each with the lock its loader holds.
-    loading: HashMap<Id, Arc<Mutex<()>>>,
+    /// Ids being loaded, each with the gate its loader opens when done.
+    loading: HashMap<Id, Arc<Gate>>,
 }
 
 pub struct Lru<V> {
     shards: Vec<Mutex<Shard<V>>>,
     budget: usize,
+}
+
+/// The right to load one missing object: others asking for it wait until
+/// it is filled or dropped (a failure: the next to ask loads it).
+pub struct Claim<V> {
+    lru: Arc<Lru<V>>,
+    id: Id,
+    gate: Arc<Gate>,
+}
+
+impl<V> Claim<V> {
+    pub fn id(&self) -> &Id {
+        &self.id
+    }
+
+    /// Keeps the loaded value and wakes those waiting for it.
+    pub fn fill(self, value: V, weight: usize) -> Arc<V> {
+        let value = Arc::new(value);
+        self.lru
+            .finish(&self.id, &self.gate, Some((value.clone(), weight)));
+        value
+    }
+}
+
+impl<V> Drop for Claim<V> {
+    fn drop(&mut self) {
+        // Filled or not, the claim ends here (a second `finish` of one
+        // gate changes nothing).
+        self.lru.finish(&self.id, &self.gate, None);
+        self.gate.open();
+    }
+}
+
+enum Ask<V> {
+    Cached(Arc<V>),
+    Loading(Arc<Gate>),
+    Claimed(Arc<Gate>),
 }
 
 impl<V> Lru<V> {
@@ -48,32 +107,28 @@ impl<V> Lru<V> {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached value, or `load`'s, kept if it succeeds. No shard lock is
-    /// held while loading.
-    pub fn get_or_load<E>(
-        &self,
-        id: &Id,
-        weight: impl Fn(&V) -> usize,
-        load: impl FnOnce() -> Result<V, E>,
-    ) -> Result<Arc<V>, E> {
-        let gate = {
-            let mut shard = self.shard(id);
-            if let Some((v, _)) = shard.map.get(id) {
-                return Ok(v.clone());
-            }
-            shard.loading.entry(*id).or_default().clone()
-        };
-        let _loading = gate.lock().unwrap_or_else(|e| e.into_inner());
-        // Another reader may have loaded it while this one waited.
-        if let Some((v, _)) = self.shard(id).map.get(id) {
-            return Ok(v.clone());
-        }
-        let result = load().map(Arc::new);
+    fn ask(&self, id: &Id) -> Ask<V> {
         let mut shard = self.shard(id);
-        shard.loading.remove(id);
-        let value = result?;
-        let w = weight(&value);
-        if let Some((_, old)) = shard.map.put(*id, (value.clone(), w)) {
+        if let Some((v, _)) = shard.map.get(id) {
+            return Ask::Cached(v.clone());
+        }
+        if let Some(g) = shard.loading.get(id) {
+            return Ask::Loading(g.clone());
+        }
+        let gate = Arc::new(Gate::default());
+        shard.loading.insert(*id, gate.clone());
+        Ask::Claimed(gate)
+    }
+
+    /// Ends the load `gate` stands for: keeps `value` if there is one, and
+    /// stops counting the id as loading (the caller opens the gate).
+    fn finish(&self, id: &Id, gate: &Arc<Gate>, value: Option<(Arc<V>, usize)>) {
+        let mut shard = self.shard(id);
+        if shard.loading.get(id).is_some_and(|g| Arc::ptr_eq(g, gate)) {
+            shard.loading.remove(id);
+        }
+        let Some((value, w)) = value else { return };
+        if let Some((_, old)) = shard.map.put(*id, (value, w)) {
             shard.bytes -= old;
         }
         shard.bytes += w;
@@ -83,7 +138,43 @@ impl<V> Lru<V> {
                 None => break,
             }
         }
-        Ok(value)
+    }
+
+    /// The right to load `id`, unless it is cached or already being
+    /// loaded (then nobody needs to).
+    pub fn try_claim(self: &Arc<Self>, id: &Id) -> Option<Claim<V>> {
+        match self.ask(id) {
+            Ask::Claimed(gate) => Some(Claim {
+                lru: self.clone(),
+                id: *id,
+                gate,
+            }),
+            Ask::Cached(_) | Ask::Loading(_) => None,
+        }
+    }
+
+    /// The cached value, or `load`'s, kept if it succeeds; if someone else
+    /// is loading it, their result once they are done. No shard lock is
+    /// held while loading or waiting.
+    pub fn get_or_load<E>(
+        &self,
+        id: &Id,
+        weight: impl Fn(&V) -> usize,
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Arc<V>, E> {
+        let gate = loop {
+            match self.ask(id) {
+                Ask::Cached(v) => return Ok(v),
+                // Then cached, or failed: asked again, this reader may load.
+                Ask::Loading(g) => g.wait(),
+                Ask::Claimed(g) => break g,
+            }
+        };
+        let result = load().map(Arc::new);
+        let kept = result.as_ref().ok().map(|v| (v.clone(), weight(v)));
+        self.finish(id, &gate, kept);
+        gate.open();
+        result
     }
 }
 
@@ -152,5 +243,33 @@ mod tests {
             }
         });
         assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_claimed_object_is_waited_for_not_loaded_again_and_a_dropped_claim_lets_the_reader_load() {
+        let lru: Arc<Lru<Vec<u8>>> = Arc::new(Lru::new(1 << 20));
+        let claim = lru.try_claim(&id(0, 5)).unwrap();
+        assert!(lru.try_claim(&id(0, 5)).is_none(), "claimed once only");
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                lru.get_or_load(&id(0, 5), Vec::len, || Err::<Vec<u8>, _>("loaded twice"))
+                    .map(|v| v.len())
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            claim.fill(vec![3; 4], 4);
+            assert_eq!(reader.join().unwrap(), Ok(4));
+        });
+        // A claim dropped unfilled (a failed prefetch) hands the load on.
+        let claim = lru.try_claim(&id(0, 6)).unwrap();
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                lru.get_or_load(&id(0, 6), Vec::len, || Ok::<_, ()>(vec![1; 2]))
+                    .map(|v| v.len())
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(claim);
+            assert_eq!(reader.join().unwrap(), Ok(2));
+        });
+        assert!(lru.try_claim(&id(0, 6)).is_none(), "cached by the reader");
     }
 }

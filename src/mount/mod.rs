@@ -4,8 +4,9 @@
 //! One file per kind of node: [`layout`] (the root and the virtual
 //! directories), [`dir`], [`file`], [`symlink`] and [`attr`] (what every
 //! stored node shows, devices, fifos and sockets included); [`inode`] is
-//! the numbering, [`lru`] the bounded caches, [`filesystem`] the `fuser`
-//! handlers (they only reply) and [`daemon`] mounting and unmounting.
+//! the numbering, [`lru`] the bounded caches, [`prefetch`] the read-ahead
+//! of sequentially read files, [`filesystem`] the `fuser` handlers (they
+//! only reply) and [`daemon`] mounting and unmounting.
 
 pub mod attr;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod filesystem;
 pub mod inode;
 pub mod layout;
 pub mod lru;
+pub mod prefetch;
 pub mod symlink;
 
 use std::sync::atomic::AtomicU64;
@@ -89,11 +91,13 @@ pub struct Options {
 /// The mounted filesystem: the reader, the verified snapshots and the
 /// inodes handed out so far.
 pub struct MountFs {
-    pub reader: Reader<'static>,
+    pub reader: Arc<Reader<'static>>,
     pub snapshots: Vec<Snapshot>,
     pub table: Table,
     pub trees: lru::Lru<Tree>,
-    pub blobs: lru::Lru<Vec<u8>>,
+    pub blobs: Arc<lru::Lru<Vec<u8>>>,
+    pub open_files: prefetch::OpenFiles,
+    pub prefetch: prefetch::Prefetcher,
     /// The time shown on virtual directories: the newest snapshot's.
     pub newest: SystemTime,
     pub owner: (u32, u32),
@@ -109,12 +113,16 @@ impl MountFs {
             .map(|s| attr::system_time(&s.catalog.time))
             .max()
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        let reader = Arc::new(reader);
+        let blobs = Arc::new(lru::Lru::new(options.cache_size.min(usize::MAX as u64) as usize));
         MountFs {
+            prefetch: prefetch::Prefetcher::new(reader.clone(), blobs.clone(), options.cache_size),
+            open_files: prefetch::OpenFiles::default(),
             reader,
+            blobs,
             snapshots,
             table: Table::default(),
             trees: lru::Lru::new(TREE_CACHE),
-            blobs: lru::Lru::new(options.cache_size.min(usize::MAX as u64) as usize),
             newest,
             owner: (
                 rustix::process::geteuid().as_raw(),

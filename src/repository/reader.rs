@@ -1,5 +1,8 @@
 //! The reading side, for the full key only: finds a blob in the index,
-//! reads it from its pack, opens it under its run's keys.
+//! reads it from its pack (neighbouring blobs of one pack in one ranged
+//! read), opens it under its run's keys.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -17,12 +20,43 @@ use crate::backend::Kind;
 
 /// The largest tree blob read: a directory of a few million entries.
 pub const MAX_TREE: u64 = 1 << 30;
+/// The most bytes one ranged read of neighbouring blobs spans.
+pub const MAX_SPAN: u64 = 64 << 20;
+
+/// Sealed blobs of one pack read together: the bytes from the first one's
+/// offset to the last one's end.
+pub struct Span {
+    pub pack: Id,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Span {
+    /// The sealed bytes of a blob inside the span.
+    pub fn sealed(&self, loc: &Location) -> Option<&[u8]> {
+        if loc.pack != self.pack {
+            return None;
+        }
+        let from = (loc.entry.offset as u64).checked_sub(self.start)? as usize;
+        self.bytes.get(from..from.checked_add(loc.entry.length as usize)?)
+    }
+}
+
+/// What a reader has asked of the packs so far.
+#[derive(Default)]
+pub struct Counters {
+    /// Ranged reads of packs.
+    pub pack_reads: AtomicU64,
+    /// Blobs opened (decrypted and decompressed).
+    pub blobs_opened: AtomicU64,
+}
 
 pub struct Reader<'a> {
     pub repo: &'a Repository,
     pub key: &'a FullKey,
     pub index: Index,
     keyring: Keyring<'a>,
+    pub counters: Counters,
 }
 
 impl<'a> Reader<'a> {
@@ -36,6 +70,7 @@ impl<'a> Reader<'a> {
             key,
             index,
             keyring,
+            counters: Counters::default(),
         })
     }
 
@@ -43,6 +78,11 @@ impl<'a> Reader<'a> {
         self.index.get(id).ok_or_else(|| {
             anyhow!("blob {id} is not in the index (a pack is missing, or the index is incomplete)")
         })
+    }
+
+    /// The first location of a data blob.
+    pub fn data_location(&self, id: &Id) -> Option<Location> {
+        self.index.find_location(id, |l| l.entry.kind == BlobKind::Data)
     }
 
     /// Reads, opens and decompresses a blob; with `verify`, recomputes its
@@ -110,6 +150,7 @@ impl<'a> Reader<'a> {
     fn read_at(&self, loc: &Location, verify: bool) -> Result<Vec<u8>> {
         self.check_lengths(loc)?;
         let id = &loc.entry.id;
+        self.counters.pack_reads.fetch_add(1, Ordering::Relaxed);
         let sealed = self
             .repo
             .backend
@@ -129,10 +170,52 @@ impl<'a> Reader<'a> {
         self.open_blob(loc, &sealed, verify)
     }
 
+    /// Reads neighbouring blobs of one pack with one ranged read over
+    /// their span (what lies between them included): `locs` are of one
+    /// pack, in offset order, not overlapping, spanning at most
+    /// [`MAX_SPAN`] bytes. Each is then opened with [`Reader::open_blob`].
+    pub fn read_span(&self, locs: &[Location]) -> Result<Span> {
+        let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
+            bail!("no blobs to read");
+        };
+        let pack = first.pack;
+        let mut end = first.entry.offset as u64;
+        for loc in locs {
+            self.check_lengths(loc)?;
+            if loc.pack != pack || (loc.entry.offset as u64) < end {
+                bail!(
+                    "blob {} of pack {} is not after its neighbours in that pack",
+                    loc.entry.id,
+                    loc.pack
+                );
+            }
+            end = loc.entry.offset as u64 + loc.entry.length as u64;
+        }
+        let start = first.entry.offset as u64;
+        let len = last.entry.offset as u64 + last.entry.length as u64 - start;
+        if len > MAX_SPAN {
+            bail!("the blobs asked of pack {pack} span {len} bytes, more than one read takes");
+        }
+        self.counters.pack_reads.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .repo
+            .backend
+            .read_range(Kind::Packs, &pack.to_hex(), start, len)
+            .with_context(|| format!("reading {} blobs from pack {pack}", locs.len()))?;
+        if bytes.len() as u64 != len {
+            bail!(
+                "reading {} blobs from pack {pack} failed: the pack is truncated",
+                locs.len()
+            );
+        }
+        Ok(Span { pack, start, bytes })
+    }
+
     /// Opens a sealed blob read from its pack.
     pub fn open_blob(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
         self.check_lengths(loc)?;
         let id = &loc.entry.id;
+        self.counters.blobs_opened.fetch_add(1, Ordering::Relaxed);
         let keys = self
             .keyring
             .get(&loc.entry.run)

@@ -1,0 +1,84 @@
+//! `strongroom mount`: how file data is read from the packs: a sequential
+//! reader has the following blobs loaded ahead, neighbours of one pack in
+//! one ranged read; a random reader gets only what it reads.
+
+mod util;
+
+use std::os::unix::fs::FileExt;
+
+use util::fuse::{ls, mount};
+use util::{Env, sh, under};
+
+/// (blobs opened, pack reads) that the daemon, run with `-v`, told at exit.
+fn counts(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("opened "))
+        .unwrap_or_else(|| panic!("no counts in:\n{stderr}"));
+    let n: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    (n[0], n[1])
+}
+
+/// A repository holding `src/big`, 32 MiB of random bytes (about 32 blobs).
+fn big_file(env: &Env) -> std::path::PathBuf {
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    util::random_file(&src.join("big"), 32 << 20, 5);
+    env.backup(&[&src]);
+    src
+}
+
+/// Mounts the latest snapshot with `-v`, runs `read` on the mounted copy
+/// of `src`, unmounts; what the daemon opened and read, trees included.
+fn mounted_counts(env: &Env, src: &std::path::Path, read: impl FnOnce(&std::path::Path)) -> (u64, u64) {
+    let at = env.path("mnt");
+    let mut m = mount(env, &at, &["-v", "--snapshot", "latest"]);
+    let dir = under(&at, src);
+    assert_eq!(ls(&dir), ["big"]);
+    read(&dir);
+    let (code, stderr) = m.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+    counts(&stderr)
+}
+
+#[test]
+fn a_sequential_read_loads_neighbouring_blobs_together_and_reads_identical() {
+    let env = Env::new();
+    let src = big_file(&env);
+    // The trees alone, to tell them from the file's blobs.
+    let (tree_blobs, tree_reads) = mounted_counts(&env, &src, |_| {});
+    let (blobs, reads) = mounted_counts(&env, &src, |dir| {
+        sh(&format!(
+            "cmp {} {}",
+            src.join("big").display(),
+            dir.join("big").display()
+        ));
+    });
+    let (blobs, reads) = (blobs - tree_blobs, reads - tree_reads);
+    // Chunks are 0.5 to 8 MiB.
+    assert!((4..=64).contains(&blobs), "{blobs} blobs opened");
+    assert!(
+        reads * 3 <= blobs,
+        "{blobs} blobs of the file took {reads} pack reads"
+    );
+}
+
+#[test]
+fn random_reads_load_only_the_blobs_they_read() {
+    let env = Env::new();
+    let src = big_file(&env);
+    let want = std::fs::read(src.join("big")).unwrap();
+    let (tree_blobs, tree_reads) = mounted_counts(&env, &src, |_| {});
+    let (blobs, reads) = mounted_counts(&env, &src, |dir| {
+        let f = std::fs::File::open(dir.join("big")).unwrap();
+        // Far apart and backwards: never sequential.
+        for at in [20u64 << 20, 9 << 20, 30 << 20] {
+            let mut buf = vec![0u8; 4096];
+            f.read_exact_at(&mut buf, at).unwrap();
+            assert_eq!(buf, want[at as usize..at as usize + 4096]);
+        }
+    });
+    let (blobs, reads) = (blobs - tree_blobs, reads - tree_reads);
+    assert_eq!((blobs, reads), (3, 3), "blobs opened and pack reads");
+}
