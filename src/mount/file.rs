@@ -4,10 +4,29 @@
 //! content read as zeros. A blob that cannot be read is EIO for that read
 //! only, logged with the file's path and the reason (naming the pack).
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use fuser::{Errno, OpenAccMode, OpenFlags};
 
 use super::{Entry, MountFs};
 use crate::format::tree::{Extent, NodeKind};
+
+/// What a read gives: most reads lie inside one blob and are answered
+/// from the cached blob without a copy; others are put together.
+pub enum ReadData {
+    Piece(Arc<Vec<u8>>, Range<usize>),
+    Bytes(Vec<u8>),
+}
+
+impl ReadData {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            ReadData::Piece(blob, range) => &blob[range.clone()],
+            ReadData::Bytes(b) => b,
+        }
+    }
+}
 
 impl MountFs {
     /// Checks that `ino` is a stored regular file opened for reading only;
@@ -25,7 +44,7 @@ impl MountFs {
     }
 
     /// `size` bytes from `offset`, read through the open file `fh`.
-    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<ReadData, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         let Entry::Stored(s) = &*e else {
             return Err(Errno::EISDIR);
@@ -35,7 +54,7 @@ impl MountFs {
         }
         let file_size = s.node.size;
         if offset >= file_size {
-            return Ok(Vec::new());
+            return Ok(ReadData::Bytes(Vec::new()));
         }
         let end = file_size.min(offset.saturating_add(size as u64));
         let starts = s.starts.get_or_init(|| {
@@ -50,7 +69,9 @@ impl MountFs {
                 })
                 .collect()
         });
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        // Allocated only when the read is not one piece of one blob.
+        let mut out = Vec::new();
+        let len = (end - offset) as usize;
         let mut i = starts.partition_point(|&st| st <= offset).saturating_sub(1);
         if let Some(seq) = self.open_files.get(fh) {
             self.prefetch.after_read(&seq, &s.node, i, offset, end);
@@ -67,7 +88,10 @@ impl MountFs {
             let from = (pos - start) as usize;
             let to = (end.min(ext_end) - start) as usize;
             match extent {
-                Extent::Hole { .. } => out.resize(out.len() + (to - from), 0),
+                Extent::Hole { .. } => {
+                    out.reserve_exact(len - out.len());
+                    out.resize(out.len() + (to - from), 0)
+                }
                 Extent::Data { id, .. } => {
                     let blob = self
                         .blobs
@@ -86,6 +110,10 @@ impl MountFs {
                         ));
                         return Err(Errno::EIO);
                     };
+                    if pos == offset && start + to as u64 == end {
+                        return Ok(ReadData::Piece(blob, from..to));
+                    }
+                    out.reserve_exact(len - out.len());
                     out.extend_from_slice(bytes);
                 }
             }
@@ -93,7 +121,7 @@ impl MountFs {
             i += 1;
         }
         // Past the stored content, up to the size: a trailing hole.
-        out.resize((end - offset) as usize, 0);
-        Ok(out)
+        out.resize(len, 0);
+        Ok(ReadData::Bytes(out))
     }
 }

@@ -105,7 +105,7 @@ impl Filesystem for MountFs {
         reply: ReplyData,
     ) {
         match self.read(ino.0, fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
+            Ok(d) => reply.data(d.bytes()),
             Err(e) => reply.error(e),
         }
     }
