@@ -52,12 +52,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         report(format!("index file {name} is unreadable and is replaced: {e:#}"));
         changed = true;
     }
-    let listed: HashMap<Id, u64> = backend
-        .list(Kind::Packs)
-        .context("listing packs")?
-        .into_iter()
-        .filter_map(|l| Id::from_hex(&l.name).map(|id| (id, l.size)))
-        .collect();
+    let listed: HashMap<Id, u64> = crate::repository::packs::listed(backend)?;
 
     let mut kept: HashMap<Id, PackEntries> = HashMap::new();
     let mut seen: HashSet<Id> = HashSet::new();

@@ -165,13 +165,7 @@ pub fn run(ctx: &Ctx, a: RepairSnapshotsArgs) -> Result<()> {
         crate::warn(&format!("snapshot {name} is refused and left alone: {err:#}"));
     }
     let reader = Reader::open(&repo, full, &cache)?;
-    let listed: HashMap<Id, u64> = repo
-        .backend
-        .list(Kind::Packs)
-        .context("listing packs")?
-        .into_iter()
-        .filter_map(|l| Id::from_hex(&l.name).map(|id| (id, l.size)))
-        .collect();
+    let listed: HashMap<Id, u64> = crate::repository::packs::listed(repo.backend.as_ref())?;
     let index = &reader.index;
     let lost = |id: &Id| -> Option<String> {
         let locations = index.locations(id);

@@ -81,3 +81,13 @@ pub fn read_verified(
     let entries = verify(subkeys, repo_id, pack, &bytes)?;
     Ok((bytes, entries))
 }
+
+/// Every object under `packs/` named like a pack, with its listed size.
+pub fn listed(backend: &dyn Backend) -> Result<std::collections::HashMap<Id, u64>> {
+    Ok(backend
+        .list(Kind::Packs)
+        .context("listing packs")?
+        .into_iter()
+        .filter_map(|l| Id::from_hex(&l.name).map(|id| (id, l.size)))
+        .collect())
+}

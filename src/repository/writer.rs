@@ -68,13 +68,7 @@ impl<'a> Writer<'a> {
     pub fn begin(repo: &'a Repository, key: &'a Key, cache: &Cache) -> Result<Writer<'a>> {
         let shared = key.shared();
         let mut index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id(), cache)?;
-        let listed: HashMap<Id, u64> = repo
-            .backend
-            .list(Kind::Packs)
-            .context("listing packs")?
-            .into_iter()
-            .filter_map(|l| Id::from_hex(&l.name).map(|id| (id, l.size)))
-            .collect();
+        let listed: HashMap<Id, u64> = crate::repository::packs::listed(repo.backend.as_ref())?;
         let recovered = recover_unindexed(repo, key, &mut index, &listed);
         let live: HashSet<Id> = index
             .packs()
