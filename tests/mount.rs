@@ -243,3 +243,23 @@ fn unverifiable_snapshots_and_unusable_names_are_left_out_with_a_warning() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_mount_holds_a_shared_lock_so_removing_data_waits_until_it_is_gone() {
+    let env = Env::new();
+    two_snapshots(&env);
+    let at = env.path("mnt");
+    let mut m = mount(&env, &at, &[]);
+    // Readers share: another restore runs beside the mount.
+    env.run(&["restore", "latest", "--target", env.path("out").to_str().unwrap()])
+        .ok();
+    // What takes an exclusive lock (it may remove data) is turned away.
+    let r = env.run(&["repair", "index"]).fails(1);
+    assert!(r.stderr().contains("in use"), "{}", r.stderr());
+    assert!(r.stderr().contains("mount"), "{}", r.stderr());
+    let (code, _) = m.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0));
+    assert!(!is_mounted(&at));
+    // Unmounted, the lock is gone.
+    env.run(&["repair", "index"]).ok();
+}

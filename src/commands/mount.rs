@@ -51,6 +51,9 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
     }
     let mountpoint = daemon::check_mountpoint(&a.mountpoint, &avoid)?;
     let repo = crate::repository::Repository::open(backend, &key.shared)?;
+    // A shared lock for as long as the mount is up: whatever removes data
+    // (it takes an exclusive lock) waits until the mount is gone.
+    let lock = crate::repository::lock::acquire(&repo, &key.shared.subkeys, &cache, false, "mount")?;
     let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
     for (name, err) in &listing.refused {
         crate::warn(&format!("snapshot {name} is left out: {err:#}"));
@@ -81,5 +84,7 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
     } else {
         fs.build_layout();
     }
-    daemon::serve(fs, &mountpoint, &options, &what)
+    let served = daemon::serve(fs, &mountpoint, &options, &what);
+    drop(lock);
+    served
 }
