@@ -64,6 +64,7 @@ impl MountFs {
                 identity: Some(identity),
                 node: Arc::new(node.clone()),
                 starts: OnceLock::new(),
+                reads: Default::default(),
                 lookups: AtomicU64::new(0),
             })
         })

@@ -72,6 +72,7 @@ fn snapshot_root(
         identity: None,
         node: Arc::new(node),
         starts: OnceLock::new(),
+        reads: Default::default(),
         lookups: AtomicU64::new(0),
     })
 }

@@ -49,6 +49,8 @@ pub struct Stored {
     pub node: Arc<Node>,
     /// Where each extent of a file starts, computed on first read.
     pub starts: OnceLock<Vec<u64>>,
+    /// How far a file has been read, for read-ahead.
+    pub reads: prefetch::Sequence,
     /// How many times the kernel was handed this inode and has not yet
     /// forgotten it; at 0 the entry leaves the table.
     pub lookups: AtomicU64,
@@ -96,7 +98,6 @@ pub struct MountFs {
     pub table: Table,
     pub trees: lru::Lru<Tree>,
     pub blobs: Arc<lru::Lru<Vec<u8>>>,
-    pub open_files: prefetch::OpenFiles,
     pub prefetch: prefetch::Prefetcher,
     /// The time shown on virtual directories: the newest snapshot's.
     pub newest: SystemTime,
@@ -117,7 +118,6 @@ impl MountFs {
         let blobs = Arc::new(lru::Lru::new(options.cache_size.min(usize::MAX as u64) as usize));
         MountFs {
             prefetch: prefetch::Prefetcher::new(reader.clone(), blobs.clone(), options.cache_size),
-            open_files: prefetch::OpenFiles::default(),
             reader,
             blobs,
             snapshots,

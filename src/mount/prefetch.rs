@@ -5,9 +5,8 @@
 //! fails says nothing: the read that needs the blob loads it again and
 //! reports the failure itself.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 
 use rayon::prelude::*;
 
@@ -28,61 +27,14 @@ const SLACK: u64 = 2 << 20;
 /// two blobs that other reads loaded: cheaper read again than asked for
 /// apart).
 const MAX_GAP: u64 = 2 << 20;
-const SHARDS: usize = 16;
 
-/// One open file's reads so far.
+/// One file's reads so far (readers of one file at once share it).
 #[derive(Default)]
 pub struct Sequence {
     /// The end of the furthest read.
     reached: AtomicU64,
     /// Extents before this one are loaded or being loaded.
     ahead: AtomicUsize,
-}
-
-/// The open files, by handle, in shards so readers do not share a lock.
-pub struct OpenFiles {
-    next: AtomicU64,
-    shards: Vec<RwLock<HashMap<u64, Arc<Sequence>>>>,
-}
-
-impl Default for OpenFiles {
-    fn default() -> Self {
-        OpenFiles {
-            next: AtomicU64::new(1),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-        }
-    }
-}
-
-impl OpenFiles {
-    fn shard(&self, fh: u64) -> &RwLock<HashMap<u64, Arc<Sequence>>> {
-        &self.shards[fh as usize % SHARDS]
-    }
-
-    /// A handle for a newly opened file.
-    pub fn open(&self) -> u64 {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed);
-        self.shard(fh)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, Arc::default());
-        fh
-    }
-
-    pub fn get(&self, fh: u64) -> Option<Arc<Sequence>> {
-        self.shard(fh)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh)
-            .cloned()
-    }
-
-    pub fn release(&self, fh: u64) {
-        self.shard(fh)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh);
-    }
 }
 
 /// The pool that loads blobs ahead of sequential readers.
