@@ -82,3 +82,34 @@ fn random_reads_load_only_the_blobs_they_read() {
     let (blobs, reads) = (blobs - tree_blobs, reads - tree_reads);
     assert_eq!((blobs, reads), (3, 3), "blobs opened and pack reads");
 }
+
+#[test]
+fn listing_and_copying_a_directory_loads_its_subtrees_and_small_files_together() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    // 40 subdirectories, each a distinct tree; 100 small files, each its
+    // own blob.
+    for i in 0..40 {
+        let d = src.join(format!("tree/d{i:02}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("e{i}")), b"").unwrap();
+    }
+    std::fs::create_dir_all(src.join("flat")).unwrap();
+    for i in 0..100 {
+        util::random_file(&src.join(format!("flat/f{i:03}")), 2048, 1000 + 2 * i);
+    }
+    env.backup(&[&src]);
+    let at = env.path("mnt");
+    let mut m = mount(&env, &at, &["-v", "--snapshot", "latest"]);
+    let out = env.path("out");
+    sh(&format!("cp -a {} {}", under(&at, &src).display(), out.display()));
+    let (code, stderr) = m.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+    sh(&format!("diff -r {} {}", src.display(), out.display()));
+    let (blobs, reads) = counts(&stderr);
+    assert!(blobs >= 140, "{blobs} blobs opened");
+    // One read per blob without read-ahead; a few with it.
+    eprintln!("{blobs} blobs, {reads} pack reads");
+    assert!(reads * 5 <= blobs, "{blobs} blobs took {reads} pack reads");
+}

@@ -23,10 +23,12 @@ fn detach(path: &Path) -> std::io::Result<()> {
 }
 
 /// Detaches a FUSE mount whose daemon is gone ("Transport endpoint is not
-/// connected"), saying so, so the mount point can be used again.
+/// connected"), saying so, so the mount point can be used again. Asked
+/// with statfs, which the kernel never answers from its caches (a stat of
+/// a dead mount's root may well succeed).
 pub fn clean_dead_mount(mountpoint: &Path) -> Result<()> {
-    match std::fs::metadata(mountpoint) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+    match rustix::fs::statfs(mountpoint) {
+        Err(e) if e == rustix::io::Errno::NOTCONN => {
             detach(mountpoint).with_context(|| {
                 format!(
                     "{} is a dead mount (its daemon was killed) and unmounting it failed",

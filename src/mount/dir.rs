@@ -15,7 +15,7 @@ use crate::format::tree::{Node, NodeKind, Tree};
 pub type Child = (Vec<u8>, u64, Arc<Entry>);
 
 /// The rough memory a decoded tree holds.
-fn tree_weight(t: &Tree) -> usize {
+pub fn tree_weight(t: &Tree) -> usize {
     t.nodes
         .iter()
         .map(|n| 160 + n.name.len() + n.target.len() + n.content.len() * 48 + n.xattrs.len() * 64)
@@ -24,7 +24,7 @@ fn tree_weight(t: &Tree) -> usize {
 }
 
 impl MountFs {
-    fn tree_of(&self, ino: u64, s: &Stored) -> Result<Arc<Tree>, Errno> {
+    pub fn tree_of(&self, ino: u64, s: &Stored) -> Result<Arc<Tree>, Errno> {
         let id = match (s.node.kind, s.node.subtree) {
             (NodeKind::Dir, Some(id)) => id,
             _ => return Err(Errno::ENOTDIR),
@@ -40,6 +40,16 @@ impl MountFs {
             })
     }
 
+    /// The identity of an entry of the stored directory `parent`.
+    pub fn identity_of(&self, parent: &Stored, node: &Node) -> Identity {
+        let snap = &self.snapshots[parent.snapshot].id;
+        if node.nlink > 1 && node.kind != NodeKind::Dir {
+            Identity::linked(snap, node.dev, node.inode)
+        } else {
+            Identity::named(snap, parent.key, &node.name)
+        }
+    }
+
     /// The inode of one entry of a stored directory, entered in the table;
     /// `counted` when it goes to the kernel as a lookup.
     fn stored_child(
@@ -49,12 +59,7 @@ impl MountFs {
         node: &Node,
         counted: bool,
     ) -> (u64, Arc<Entry>) {
-        let snap = &self.snapshots[parent.snapshot].id;
-        let identity = if node.nlink > 1 && node.kind != NodeKind::Dir {
-            Identity::linked(snap, node.dev, node.inode)
-        } else {
-            Identity::named(snap, parent.key, &node.name)
-        };
+        let identity = self.identity_of(parent, node);
         self.table.hashed(identity, counted, |ino| {
             Entry::Stored(Stored {
                 snapshot: parent.snapshot,
@@ -65,6 +70,7 @@ impl MountFs {
                 node: Arc::new(node.clone()),
                 starts: OnceLock::new(),
                 reads: Default::default(),
+                by_inode: OnceLock::new(),
                 lookups: AtomicU64::new(0),
             })
         })
@@ -126,6 +132,10 @@ impl MountFs {
             }
             Entry::Stored(s) => {
                 let tree = self.tree_of(ino, s)?;
+                if from == 0 {
+                    // Listed: its subdirectories are likely visited next.
+                    self.prefetch.subtrees(&tree);
+                }
                 for n in tree.nodes.iter().skip(skip).take(want) {
                     let (child, c) = self.stored_child(ino, s, n, counted);
                     out.push((n.name.clone(), child, c));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fuser::{Errno, OpenAccMode, OpenFlags};
 
-use super::{Entry, MountFs};
+use super::{Entry, MountFs, Stored, inode, prefetch};
 use crate::format::tree::{Extent, NodeKind};
 
 /// What a read gives: most reads lie inside one blob and are answered
@@ -29,6 +29,46 @@ impl ReadData {
 }
 
 impl MountFs {
+    /// A file's first read: the other files of its directory are likely
+    /// read next, so their blobs are loaded ahead. A directory of up to
+    /// [`prefetch::FILES`] entries is loaded whole, once; of a larger one,
+    /// the files that follow this one in name order (`rsync`, `tar`) and
+    /// in inode order (`cp -a` sorts a directory by inode number).
+    fn files_after(&self, s: &Stored) {
+        let Some(parent) = self.table.get(s.parent) else {
+            return;
+        };
+        let Entry::Stored(p) = &*parent else { return };
+        let Ok(tree) = self.tree_of(s.parent, p) else {
+            return;
+        };
+        let n = tree.nodes.len();
+        if n <= prefetch::FILES {
+            if p.reads.first_time() {
+                self.prefetch.load_files(&tree, 0..n);
+            }
+            return;
+        }
+        let Ok(at) = tree.nodes.binary_search_by(|x| x.name.as_slice().cmp(&s.name)) else {
+            return;
+        };
+        let by_inode = p.by_inode.get_or_init(|| {
+            let mut order: Vec<(u64, u32)> = tree
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| (inode::first_number(&self.identity_of(p, node)), i as u32))
+                .collect();
+            order.sort_unstable();
+            order.into_iter().map(|(_, i)| i).collect()
+        });
+        let half = prefetch::FILES / 2;
+        let by_name = (at + 1..n).take(half);
+        let here = by_inode.iter().position(|&i| i as usize == at).unwrap_or(n);
+        let by_ino = by_inode.iter().skip(here + 1).take(half).map(|&i| i as usize);
+        self.prefetch.load_files(&tree, by_name.chain(by_ino));
+    }
+
     /// Checks an open of `ino`: for writing it is EROFS (the read-only
     /// mount refuses that before asking); for reading, ENOSYS, which tells
     /// the kernel that opens need no request at all (it then keeps the
@@ -77,6 +117,9 @@ impl MountFs {
         let len = (end - offset) as usize;
         let mut i = starts.partition_point(|&st| st <= offset).saturating_sub(1);
         self.prefetch.after_read(&s.reads, &s.node, i, offset, end);
+        if offset == 0 {
+            self.files_after(s);
+        }
         let mut pos = offset;
         while pos < end && i < s.node.content.len() {
             let extent = &s.node.content[i];

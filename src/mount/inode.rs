@@ -58,6 +58,11 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
     crate::crypto::sha256(&all)
 }
 
+/// The number `identity` gets unless another took it first.
+pub fn first_number(identity: &Identity) -> u64 {
+    number(&identity.0, 0)
+}
+
 fn number(digest: &[u8; 32], attempt: u64) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&digest[..8]);

@@ -73,6 +73,7 @@ fn snapshot_root(
         node: Arc::new(node),
         starts: OnceLock::new(),
         reads: Default::default(),
+        by_inode: OnceLock::new(),
         lookups: AtomicU64::new(0),
     })
 }

@@ -51,6 +51,10 @@ pub struct Stored {
     pub starts: OnceLock<Vec<u64>>,
     /// How far a file has been read, for read-ahead.
     pub reads: prefetch::Sequence,
+    /// A directory's entries (their positions) in the order of their inode
+    /// numbers, the order `cp -a` reads a directory in; made when first
+    /// needed.
+    pub by_inode: OnceLock<Vec<u32>>,
     /// How many times the kernel was handed this inode and has not yet
     /// forgotten it; at 0 the entry leaves the table.
     pub lookups: AtomicU64,
@@ -96,7 +100,7 @@ pub struct MountFs {
     pub reader: Arc<Reader<'static>>,
     pub snapshots: Vec<Snapshot>,
     pub table: Table,
-    pub trees: lru::Lru<Tree>,
+    pub trees: Arc<lru::Lru<Tree>>,
     pub blobs: Arc<lru::Lru<Vec<u8>>>,
     pub prefetch: prefetch::Prefetcher,
     /// The time shown on virtual directories: the newest snapshot's.
@@ -116,13 +120,19 @@ impl MountFs {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let reader = Arc::new(reader);
         let blobs = Arc::new(lru::Lru::new(options.cache_size.min(usize::MAX as u64) as usize));
+        let trees = Arc::new(lru::Lru::new(TREE_CACHE));
         MountFs {
-            prefetch: prefetch::Prefetcher::new(reader.clone(), blobs.clone(), options.cache_size),
+            prefetch: prefetch::Prefetcher::new(
+                reader.clone(),
+                blobs.clone(),
+                trees.clone(),
+                options.cache_size,
+            ),
             reader,
             blobs,
             snapshots,
             table: Table::default(),
-            trees: lru::Lru::new(TREE_CACHE),
+            trees,
             newest,
             owner: (
                 rustix::process::geteuid().as_raw(),

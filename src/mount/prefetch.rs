@@ -1,7 +1,8 @@
-//! Read-ahead for open files: while one file is read sequentially, the
-//! blobs that follow the one being read are loaded in parallel by a small
-//! pool into the cache of decrypted blobs, neighbouring blobs of one pack
-//! with one ranged read. Random reads prefetch nothing. A prefetch that
+//! Read-ahead, by a small pool, neighbouring blobs of one pack with one
+//! ranged read: while a file is read sequentially, the blobs that follow
+//! the one being read (random reads prefetch nothing); when a file's first
+//! read comes, the small files that follow it in its directory; when a
+//! directory is listed, the trees of its subdirectories. A prefetch that
 //! fails says nothing: the read that needs the blob loads it again and
 //! reports the failure itself.
 
@@ -10,8 +11,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use super::dir::tree_weight;
 use super::lru::{Claim, Lru};
-use crate::format::tree::{Extent, Node};
+use crate::format::tree::{Extent, Node, NodeKind, Tree};
 use crate::repository::index::Location;
 use crate::repository::reader::{MAX_SPAN, Reader};
 
@@ -28,19 +30,37 @@ const SLACK: u64 = 2 << 20;
 /// apart).
 const MAX_GAP: u64 = 2 << 20;
 
-/// One file's reads so far (readers of one file at once share it).
+/// Files of one directory loaded ahead at once, at most.
+pub const FILES: usize = 64;
+/// Bytes of files of one directory loaded ahead at most.
+const FILE_BYTES: u64 = 16 << 20;
+/// Subdirectory trees loaded ahead per listing, at most.
+const SUBTREES: usize = 256;
+
+/// One file's reads so far (readers of one file at once share it), or for
+/// a directory, how far its files were loaded ahead.
 #[derive(Default)]
 pub struct Sequence {
     /// The end of the furthest read.
     reached: AtomicU64,
-    /// Extents before this one are loaded or being loaded.
+    /// Extents before this one are loaded or being loaded (of a
+    /// directory: 1 once its files were loaded).
     ahead: AtomicUsize,
+}
+
+impl Sequence {
+    /// True the first time it is asked (of a directory's state: whether
+    /// its files are to be loaded).
+    pub fn first_time(&self) -> bool {
+        self.ahead.swap(1, Ordering::Relaxed) == 0
+    }
 }
 
 /// The pool that loads blobs ahead of sequential readers.
 pub struct Prefetcher {
     reader: Arc<Reader<'static>>,
     blobs: Arc<Lru<Vec<u8>>>,
+    trees: Arc<Lru<Tree>>,
     pool: Option<rayon::ThreadPool>,
     window: usize,
 }
@@ -49,7 +69,12 @@ impl Prefetcher {
     /// A prefetcher filling `blobs`, of `cache_size` bytes: a cache too
     /// small to hold the window gets none (what is loaded ahead would be
     /// evicted before it is read).
-    pub fn new(reader: Arc<Reader<'static>>, blobs: Arc<Lru<Vec<u8>>>, cache_size: u64) -> Prefetcher {
+    pub fn new(
+        reader: Arc<Reader<'static>>,
+        blobs: Arc<Lru<Vec<u8>>>,
+        trees: Arc<Lru<Tree>>,
+        cache_size: u64,
+    ) -> Prefetcher {
         let window = ((cache_size / (8 << 20)) as usize).min(WINDOW);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(THREADS)
@@ -60,6 +85,7 @@ impl Prefetcher {
         Prefetcher {
             reader,
             blobs,
+            trees,
             pool,
             window,
         }
@@ -85,20 +111,78 @@ impl Prefetcher {
         if from >= to {
             return;
         }
-        let node = node.clone();
+        self.load_data(pool, &node.content[from..to]);
+    }
+
+    /// Claims the blobs of `extents` now (a read arriving before the pool
+    /// gets to them waits for the pool's load, it does not load them a
+    /// second time) and has the pool load them.
+    fn load_data(&self, pool: &rayon::ThreadPool, extents: &[Extent]) {
+        let claimed = claim_data(&self.reader, &self.blobs, extents);
+        if claimed.is_empty() {
+            return;
+        }
         let reader = self.reader.clone();
-        let blobs = self.blobs.clone();
-        pool.spawn(move || load_ahead(&reader, &blobs, &node.content[from..to]));
+        pool.spawn(move || {
+            load_grouped(&reader, claimed, |loc, sealed| {
+                let data = reader.open_blob(loc, sealed, true).ok()?;
+                let w = data.len();
+                Some((data, w))
+            })
+        });
+    }
+
+    /// Loads the blobs of the files at positions `which` of the directory
+    /// `tree`, up to [`FILE_BYTES`] bytes.
+    pub fn load_files(&self, tree: &Tree, which: impl Iterator<Item = usize>) {
+        let Some(pool) = &self.pool else { return };
+        let mut bytes = 0u64;
+        let extents: Vec<Extent> = which
+            .filter_map(|i| tree.nodes.get(i))
+            .filter(|n| n.kind == NodeKind::File)
+            .flat_map(|n| n.content.iter())
+            .take_while(|x| {
+                bytes += x.byte_len();
+                bytes <= FILE_BYTES
+            })
+            .cloned()
+            .collect();
+        self.load_data(pool, &extents);
+    }
+
+    /// Loads the trees of `tree`'s subdirectories that are not cached, up
+    /// to [`SUBTREES`] of them.
+    pub fn subtrees(&self, tree: &Arc<Tree>) {
+        let Some(pool) = &self.pool else { return };
+        let claimed: Vec<_> = tree
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Dir)
+            .filter_map(|n| n.subtree)
+            .take(SUBTREES)
+            .filter_map(|id| Some((self.reader.tree_location(&id)?, self.trees.try_claim(&id)?)))
+            .collect();
+        if claimed.is_empty() {
+            return;
+        }
+        let reader = self.reader.clone();
+        pool.spawn(move || {
+            load_grouped(&reader, claimed, |loc, sealed| {
+                let t = reader.open_tree(loc, sealed).ok()?;
+                let w = tree_weight(&t);
+                Some((t, w))
+            });
+        });
     }
 }
 
-/// Claims the blobs of `extents` nobody has or loads, groups those lying
-/// close together in one pack (a backup stores a file's blobs about in
-/// order, not exactly: they are sorted by pack and offset), and loads each
-/// group with one ranged read, the groups and their blobs opened in
-/// parallel.
-fn load_ahead(reader: &Reader<'static>, blobs: &Arc<Lru<Vec<u8>>>, extents: &[Extent]) {
-    let mut claimed: Vec<(Location, Claim<Vec<u8>>)> = extents
+/// Claims the blobs of `extents` that nobody has or loads.
+fn claim_data(
+    reader: &Reader<'static>,
+    blobs: &Arc<Lru<Vec<u8>>>,
+    extents: &[Extent],
+) -> Vec<(Location, Claim<Vec<u8>>)> {
+    extents
         .iter()
         .filter_map(|extent| {
             let Extent::Data { id, .. } = extent else {
@@ -107,9 +191,19 @@ fn load_ahead(reader: &Reader<'static>, blobs: &Arc<Lru<Vec<u8>>>, extents: &[Ex
             let loc = reader.data_location(id)?;
             Some((loc, blobs.try_claim(id)?))
         })
-        .collect();
+        .collect()
+}
+
+/// Loads claimed objects: those lying close together in one pack with one
+/// ranged read, the groups and their objects opened (by `open`) in
+/// parallel.
+fn load_grouped<V: Send + Sync>(
+    reader: &Reader<'static>,
+    mut claimed: Vec<(Location, Claim<V>)>,
+    open: impl Fn(&Location, &[u8]) -> Option<(V, usize)> + Sync,
+) {
     claimed.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
-    let mut groups: Vec<Vec<(Location, Claim<Vec<u8>>)>> = Vec::new();
+    let mut groups: Vec<Vec<(Location, Claim<V>)>> = Vec::new();
     for (loc, claim) in claimed {
         let joins = groups.last().is_some_and(|g| {
             let (first, prev) = (&g[0].0, &g[g.len() - 1].0);
@@ -130,10 +224,8 @@ fn load_ahead(reader: &Reader<'static>, blobs: &Arc<Lru<Vec<u8>>>, extents: &[Ex
         // Failures drop the claims: the reads needing them retry and report.
         let Ok(span) = reader.read_span(&locs) else { return };
         group.into_par_iter().for_each(|(loc, claim)| {
-            let Some(sealed) = span.sealed(&loc) else { return };
-            if let Ok(data) = reader.open_blob(&loc, sealed, true) {
-                let w = data.len();
-                claim.fill(data, w);
+            if let Some((value, w)) = span.sealed(&loc).and_then(|sealed| open(&loc, sealed)) {
+                claim.fill(value, w);
             }
         });
     });

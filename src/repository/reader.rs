@@ -85,6 +85,17 @@ impl<'a> Reader<'a> {
         self.index.find_location(id, |l| l.entry.kind == BlobKind::Data)
     }
 
+    /// The first location of a tree.
+    pub fn tree_location(&self, id: &Id) -> Option<Location> {
+        self.index.find_location(id, |l| l.entry.kind == BlobKind::Tree)
+    }
+
+    /// Opens, checks and decodes the sealed bytes of the tree at `loc`.
+    pub fn open_tree(&self, loc: &Location, sealed: &[u8]) -> Result<Tree> {
+        let bytes = self.open_blob(loc, sealed, true)?;
+        Tree::decode(&bytes, &format!("tree {}", loc.entry.id))
+    }
+
     /// Reads, opens and decompresses a blob; with `verify`, recomputes its
     /// id. A blob stored in several packs is tried in each in turn (a pack
     /// may be missing, truncated or damaged); if all fail, the first

@@ -25,6 +25,15 @@ impl Drop for Mounted {
     }
 }
 
+/// The errno of statfs(2) on `at`, 0 if it succeeds: ENOTCONN on a dead
+/// mount (the kernel answers no statfs from its caches).
+pub fn statfs_errno(at: &Path) -> i32 {
+    let c = std::ffi::CString::new(at.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path and a zeroed statfs buffer.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    errno_of(unsafe { libc::statfs(c.as_ptr(), &mut buf) })
+}
+
 pub fn is_mounted(at: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let at = at.to_str().unwrap();
@@ -37,7 +46,9 @@ impl Mounted {
     pub fn wait(mut child: Child, at: &Path) -> Mounted {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if is_mounted(at) && std::fs::read_dir(at).is_ok() {
+            // A dead mount (its daemon killed) still lists what the kernel
+            // cached, but statfs says ENOTCONN.
+            if is_mounted(at) && statfs_errno(at) == 0 && std::fs::read_dir(at).is_ok() {
                 return Mounted {
                     child: Some(child),
                     at: at.to_path_buf(),
