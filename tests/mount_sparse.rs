@@ -1,5 +1,6 @@
 //! `strongroom mount`: sparse files keep their holes through the mount
-//! (`SEEK_DATA`/`SEEK_HOLE`, `st_blocks`, `cp` out of it).
+//! (`SEEK_DATA`/`SEEK_HOLE`, `st_blocks`, `cp` out of it), and `statfs`
+//! describes a read-only filesystem that `df` and `stat -f` accept.
 
 mod util;
 
@@ -145,4 +146,64 @@ fn bytes_read_by(script: &str) -> u64 {
         .unwrap_or_else(|| panic!("no rchar in {io}"))
         .parse()
         .unwrap()
+}
+
+#[test]
+fn statfs_of_the_mount_shows_a_read_only_filesystem_sized_by_the_snapshots_shown() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    sparse_file(&src);
+    random_file(&src.join("small"), 10_000, 3);
+    let summary = env.backup(&[&src]);
+    let at = env.path("mnt");
+    let _m = mount(&env, &at, &["--snapshot", "latest"]);
+
+    // Block size, total blocks (the snapshot's 75 MiB + 10,000 bytes of
+    // files in 4 KiB blocks), none free or available, the longest name,
+    // and the snapshot's files and directories.
+    let f = output(
+        Command::new("stat")
+            .args(["-f", "-c", "%S %b %f %a %l %c"])
+            .arg(&at),
+    );
+    let entries: u64 = ["files_new", "files_changed", "files_unchanged", "dirs"]
+        .iter()
+        .map(|k| summary[k].as_u64().unwrap())
+        .sum();
+    assert!(entries >= 3, "{summary}");
+    let total = (75 * MIB + 10_000).div_ceil(4096);
+    assert_eq!(f.trim(), format!("4096 {total} 0 0 255 {entries}"));
+
+    let flags = output(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import os, sys; print(os.statvfs(sys.argv[1]).f_flag & os.ST_RDONLY != 0)",
+            ])
+            .arg(&at),
+    );
+    assert_eq!(flags.trim(), "True");
+
+    let df = output(
+        Command::new("df")
+            .args(["-B4096", "--output=size,used,avail"])
+            .arg(&at),
+    );
+    let last = df.lines().last().unwrap().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(
+        last,
+        [total.to_string(), total.to_string(), "0".to_string()],
+        "{df}"
+    );
+
+    // Every snapshot shown: the same figures for the only one.
+    let all = env.path("all");
+    let _all = mount(&env, &all, &[]);
+    let f = output(
+        Command::new("stat")
+            .args(["-f", "-c", "%S %b %f %a %l %c"])
+            .arg(&all),
+    );
+    assert_eq!(f.trim(), format!("4096 {total} 0 0 255 {entries}"));
 }

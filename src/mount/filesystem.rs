@@ -13,6 +13,7 @@ use fuser::{
 };
 
 use super::attr::XattrReply;
+use super::statfs::BLOCK;
 use super::{Entry, MountFs};
 
 /// Snapshots never change: the kernel may keep what it learns.
@@ -192,7 +193,9 @@ impl Filesystem for MountFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        let f = self.statfs();
+        let name_max = crate::format::tree::MAX_NAME as u32;
+        reply.statfs(f.blocks, 0, 0, f.files, 0, BLOCK, name_max, BLOCK);
     }
 
     // Everything below would change a snapshot: refused.
