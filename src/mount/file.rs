@@ -1,8 +1,9 @@
 //! Regular files: opened read-only, read a blob at a time through the
 //! in-memory cache of decrypted blobs (sequential readers have the
 //! following blobs loaded ahead); holes and the tail past the stored
-//! content read as zeros. A blob that cannot be read is EIO for that read
-//! only, logged with the file's path and the reason (naming the pack).
+//! content read as zeros, and are what `SEEK_HOLE` finds. A blob that
+//! cannot be read is EIO for that read only, logged with the file's path
+//! and the reason (naming the pack).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -24,6 +25,65 @@ impl ReadData {
         match self {
             ReadData::Piece(blob, range) => &blob[range.clone()],
             ReadData::Bytes(b) => b,
+        }
+    }
+}
+
+impl Stored {
+    /// Where each extent of the file starts, computed once.
+    fn extent_starts(&self) -> &[u64] {
+        self.starts.get_or_init(|| {
+            let mut at = 0u64;
+            self.node
+                .content
+                .iter()
+                .map(|x| {
+                    let start = at;
+                    at += x.byte_len();
+                    start
+                })
+                .collect()
+        })
+    }
+
+    /// `SEEK_DATA`: the first offset at or after `offset` inside a data
+    /// extent. `SEEK_HOLE`: the first at or after `offset` inside a hole,
+    /// the end of the stored content counting as one (what follows it, up
+    /// to the size, reads as zeros), so the size when all that remains is
+    /// data. ENXIO from the size on, or when only holes remain, as Linux
+    /// filesystems answer.
+    fn seek(&self, offset: i64, whence: i32) -> Result<i64, Errno> {
+        let want_data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return Err(Errno::EINVAL),
+        };
+        let size = self.node.size;
+        let Ok(offset) = u64::try_from(offset) else {
+            return Err(Errno::ENXIO);
+        };
+        if offset >= size {
+            return Err(Errno::ENXIO);
+        }
+        let starts = self.extent_starts();
+        let content = &self.node.content;
+        let first = starts.partition_point(|&st| st <= offset).saturating_sub(1);
+        let mut end_of_content = 0;
+        for (i, extent) in content.iter().enumerate().skip(first) {
+            let start = starts[i];
+            let end = start + extent.byte_len();
+            end_of_content = end;
+            if end <= offset {
+                continue;
+            }
+            if matches!(extent, Extent::Data { .. }) == want_data {
+                return Ok(start.max(offset) as i64);
+            }
+        }
+        if want_data {
+            Err(Errno::ENXIO)
+        } else {
+            Ok(end_of_content.clamp(offset, size) as i64)
         }
     }
 }
@@ -86,6 +146,19 @@ impl MountFs {
         }
     }
 
+    /// Where `SEEK_DATA` or `SEEK_HOLE` (`whence`) from `offset` lands in
+    /// the file `ino`; any other `whence` is EINVAL (the kernel answers
+    /// SEEK_SET, SEEK_CUR and SEEK_END itself).
+    pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> Result<i64, Errno> {
+        let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
+        match &*e {
+            Entry::Stored(s) if s.node.kind == NodeKind::File => s.seek(offset, whence),
+            Entry::Stored(s) if s.node.kind == NodeKind::Dir => Err(Errno::EISDIR),
+            Entry::Dir(_) => Err(Errno::EISDIR),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
     /// `size` bytes from `offset` of the file `ino`.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<ReadData, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
@@ -100,18 +173,7 @@ impl MountFs {
             return Ok(ReadData::Bytes(Vec::new()));
         }
         let end = file_size.min(offset.saturating_add(size as u64));
-        let starts = s.starts.get_or_init(|| {
-            let mut at = 0u64;
-            s.node
-                .content
-                .iter()
-                .map(|x| {
-                    let start = at;
-                    at += x.byte_len();
-                    start
-                })
-                .collect()
-        });
+        let starts = s.extent_starts();
         // Allocated only when the read is not one piece of one blob.
         let mut out = Vec::new();
         let len = (end - offset) as usize;
@@ -167,5 +229,73 @@ impl MountFs {
         // Past the stored content, up to the size: a trailing hole.
         out.resize(len, 0);
         Ok(ReadData::Bytes(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::format::Id;
+    use crate::format::tree::Node;
+
+    fn file(size: u64, content: &[Extent]) -> Stored {
+        let mut node = Node::new(b"f", NodeKind::File, libc::S_IFREG | 0o644);
+        node.size = size;
+        node.content = content.to_vec();
+        Stored {
+            snapshot: 0,
+            name: b"f".to_vec(),
+            parent: 1,
+            key: 0,
+            identity: None,
+            node: Arc::new(node),
+            starts: Default::default(),
+            reads: Default::default(),
+            by_inode: Default::default(),
+            lookups: AtomicU64::new(0),
+        }
+    }
+
+    const DATA: Extent = Extent::Data {
+        id: Id([7; 32]),
+        len: 10,
+    };
+    const HOLE: Extent = Extent::Hole { len: 10 };
+    const D: i32 = libc::SEEK_DATA;
+    const H: i32 = libc::SEEK_HOLE;
+
+    #[test]
+    fn seek_finds_data_and_holes_across_neighbouring_extents_of_one_kind() {
+        // 0..10 hole, 10..20 hole, 20..30 data, 30..40 data, 40..50 hole.
+        let f = file(50, &[HOLE, HOLE, DATA, DATA, HOLE]);
+        assert_eq!(f.seek(0, D), Ok(20));
+        assert_eq!(f.seek(15, D), Ok(20));
+        assert_eq!(f.seek(25, D), Ok(25));
+        assert_eq!(f.seek(39, D), Ok(39));
+        assert_eq!(f.seek(40, D), Err(Errno::ENXIO));
+        assert_eq!(f.seek(0, H), Ok(0));
+        assert_eq!(f.seek(20, H), Ok(40));
+        assert_eq!(f.seek(35, H), Ok(40));
+        assert_eq!(f.seek(49, H), Ok(49));
+        assert_eq!(f.seek(50, H), Err(Errno::ENXIO));
+        assert_eq!(f.seek(-1, D), Err(Errno::ENXIO));
+        assert_eq!(f.seek(0, libc::SEEK_END), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn seek_treats_the_size_past_the_stored_content_as_a_hole() {
+        let f = file(30, &[DATA]);
+        assert_eq!(f.seek(0, H), Ok(10));
+        assert_eq!(f.seek(12, H), Ok(12));
+        assert_eq!(f.seek(12, D), Err(Errno::ENXIO));
+        let all_data = file(20, &[DATA, DATA]);
+        assert_eq!(all_data.seek(3, H), Ok(20));
+        let empty = file(5, &[]);
+        assert_eq!(empty.seek(0, D), Err(Errno::ENXIO));
+        assert_eq!(empty.seek(0, H), Ok(0));
+        assert_eq!(file(0, &[]).seek(0, H), Err(Errno::ENXIO));
     }
 }

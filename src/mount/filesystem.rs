@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     BsdFileFlags, Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::attr::XattrReply;
+use super::statfs::BLOCK;
 use super::{Entry, MountFs};
 
 /// Snapshots never change: the kernel may keep what it learns.
@@ -165,8 +166,25 @@ impl Filesystem for MountFs {
         reply_xattr(self.listxattr(ino.0, size), reply)
     }
 
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.lseek(ino.0, offset, whence) {
+            Ok(at) => reply.offset(at),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        let f = self.statfs();
+        let name_max = crate::format::tree::MAX_NAME as u32;
+        reply.statfs(f.blocks, 0, 0, f.files, 0, BLOCK, name_max, BLOCK);
     }
 
     // Everything below would change a snapshot: refused.

@@ -5,8 +5,9 @@
 //! directories), [`dir`], [`file`], [`symlink`] and [`attr`] (what every
 //! stored node shows, devices, fifos and sockets included); [`inode`] is
 //! the numbering, [`lru`] the bounded caches, [`prefetch`] the read-ahead
-//! of sequentially read files, [`filesystem`] the `fuser` handlers (they
-//! only reply) and [`daemon`] mounting and unmounting.
+//! of sequentially read files, [`statfs`] the figures `df` shows,
+//! [`filesystem`] the `fuser` handlers (they only reply) and [`daemon`]
+//! mounting and unmounting.
 
 pub mod attr;
 pub mod daemon;
@@ -17,6 +18,7 @@ pub mod inode;
 pub mod layout;
 pub mod lru;
 pub mod prefetch;
+pub mod statfs;
 pub mod symlink;
 
 use std::sync::atomic::AtomicU64;
