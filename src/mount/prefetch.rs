@@ -1,7 +1,8 @@
 //! Read-ahead for open files: while one file is read sequentially, the
 //! blobs that follow the one being read are loaded in parallel by a small
-//! pool into the cache of decrypted blobs, neighbouring blobs of one pack
-//! with one ranged read. Random reads prefetch nothing. A prefetch that
+//! pool into the cache of decrypted blobs: from the disk cache of sealed
+//! blobs when it holds them, else neighbouring blobs of one pack with one
+//! ranged read. Random reads prefetch nothing. A prefetch that
 //! fails says nothing: the read that needs the blob loads it again and
 //! reports the failure itself.
 
@@ -18,6 +19,11 @@ use crate::repository::reader::{MAX_SPAN, Reader};
 
 /// Blobs loaded ahead of a sequential reader (about 1 MiB each).
 const WINDOW: usize = 16;
+/// Memory of decrypted blobs the window counts per blob it loads ahead
+/// (blobs are up to 8 MiB).
+const BYTES_PER_BLOB: u64 = 8 << 20;
+/// The memory of decrypted blobs a full window needs.
+pub const WINDOW_MEMORY: u64 = WINDOW as u64 * BYTES_PER_BLOB;
 /// Threads loading ahead, over every open file.
 const THREADS: usize = 4;
 /// A read starting this close to where the file's reads got to still
@@ -94,11 +100,11 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// A prefetcher filling `blobs`, of `cache_size` bytes: a cache too
+    /// A prefetcher filling `blobs`, of `memory` bytes: a cache too
     /// small to hold the window gets none (what is loaded ahead would be
     /// evicted before it is read).
-    pub fn new(reader: Arc<Reader<'static>>, blobs: Arc<Lru<Vec<u8>>>, cache_size: u64) -> Prefetcher {
-        let window = ((cache_size / (8 << 20)) as usize).min(WINDOW);
+    pub fn new(reader: Arc<Reader<'static>>, blobs: Arc<Lru<Vec<u8>>>, memory: u64) -> Prefetcher {
+        let window = ((memory / BYTES_PER_BLOB) as usize).min(WINDOW);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(THREADS)
             .thread_name(|i| format!("prefetch-{i}"))
@@ -146,7 +152,7 @@ impl Prefetcher {
 /// group with one ranged read, the groups and their blobs opened in
 /// parallel.
 fn load_ahead(reader: &Reader<'static>, blobs: &Arc<Lru<Vec<u8>>>, extents: &[Extent]) {
-    let mut claimed: Vec<(Location, Claim<Vec<u8>>)> = extents
+    let claimed: Vec<(Location, Claim<Vec<u8>>)> = extents
         .iter()
         .filter_map(|extent| {
             let Extent::Data { id, .. } = extent else {
@@ -154,6 +160,18 @@ fn load_ahead(reader: &Reader<'static>, blobs: &Arc<Lru<Vec<u8>>>, extents: &[Ex
             };
             let loc = reader.data_location(id)?;
             Some((loc, blobs.try_claim(id)?))
+        })
+        .collect();
+    // Those the disk cache holds are opened from there, in parallel.
+    let mut claimed: Vec<(Location, Claim<Vec<u8>>)> = claimed
+        .into_par_iter()
+        .filter_map(|(loc, claim)| match reader.read_cached(&loc, true) {
+            Some(data) => {
+                let w = data.len();
+                claim.fill(data, w);
+                None
+            }
+            None => Some((loc, claim)),
         })
         .collect();
     claimed.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
@@ -179,7 +197,7 @@ fn load_ahead(reader: &Reader<'static>, blobs: &Arc<Lru<Vec<u8>>>, extents: &[Ex
         let Ok(span) = reader.read_span(&locs) else { return };
         group.into_par_iter().for_each(|(loc, claim)| {
             let Some(sealed) = span.sealed(&loc) else { return };
-            if let Ok(data) = reader.open_blob(&loc, sealed, true) {
+            if let Ok(data) = reader.open_fetched(&loc, sealed, true) {
                 let w = data.len();
                 claim.fill(data, w);
             }
