@@ -64,7 +64,8 @@ fn stop(mut m: Mounted) -> (u64, u64) {
         .find(|l| l.starts_with("opened "))
         .unwrap_or_else(|| panic!("no counts in:\n{stderr}"));
     let n: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
-    (n[1], n[2])
+    // (A daemon without a disk cache tells no third figure.)
+    (n[1], n.get(2).copied().unwrap_or(0))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
