@@ -197,9 +197,11 @@ fn load_ahead(reader: &Reader<'static>, blobs: &Arc<Lru<Vec<u8>>>, extents: &[Ex
         let Ok(span) = reader.read_span(&locs) else { return };
         group.into_par_iter().for_each(|(loc, claim)| {
             let Some(sealed) = span.sealed(&loc) else { return };
-            if let Ok(data) = reader.open_fetched(&loc, sealed, true) {
+            if let Ok(data) = reader.open_blob(&loc, sealed, true) {
                 let w = data.len();
+                // The reader waiting for it first, the disk cache after.
                 claim.fill(data, w);
+                reader.keep(&loc, sealed);
             }
         });
     });

@@ -234,3 +234,69 @@ impl BlobCache {
         (state.lru.len(), state.bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::BlobEntry;
+    use crate::format::{BlobKind, RunId};
+
+    fn loc(n: u8, length: u32) -> Location {
+        Location {
+            pack: Id([0xee; 32]),
+            entry: BlobEntry {
+                id: Id([n; 32]),
+                kind: BlobKind::Data,
+                run: RunId([0; 16]),
+                offset: 0,
+                length,
+                raw_length: length,
+            },
+        }
+    }
+
+    #[test]
+    fn only_names_it_makes_are_entries() {
+        let k = key(&loc(0xab, 1));
+        assert_eq!(parse(&name(&k)), Some(k));
+        for bad in [
+            name(&k).to_uppercase(),
+            format!("{}-", "a".repeat(64)),
+            format!("{}-{}", "a".repeat(63), "b".repeat(65)),
+            format!("{}-{}-x", "a".repeat(64), "b".repeat(64)),
+            ".tmp-1-2-3".to_string(),
+        ] {
+            assert_eq!(parse(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_go_and_the_order_survives_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(Some(tmp.path()));
+        let repo = Id([1; 32]);
+        let c = BlobCache::open(&cache, &repo, 300).unwrap();
+        c.put(&loc(1, 100), &[1; 100]);
+        c.put(&loc(2, 100), &[2; 100]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        c.put(&loc(3, 100), &[3; 100]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(c.get(&loc(1, 100)), Some(vec![1; 100]), "1 is now recent");
+        c.put(&loc(4, 100), &[4; 100]);
+        assert_eq!(c.get(&loc(2, 100)), None, "2 was evicted");
+        assert_eq!(c.usage(), (3, 300));
+        // Too large to keep at all.
+        c.put(&loc(5, 400), &[5; 400]);
+        assert_eq!(c.usage(), (3, 300));
+        drop(c);
+        // Reopened smaller: 3 is the oldest use (4 was written after 1 was
+        // read).
+        let c = BlobCache::open(&cache, &repo, 200).unwrap();
+        assert_eq!(c.usage(), (2, 200));
+        assert_eq!(c.get(&loc(3, 100)), None);
+        assert_eq!(c.get(&loc(1, 100)), Some(vec![1; 100]));
+        // The wrong length is not an entry.
+        assert_eq!(c.get(&loc(4, 99)), None);
+        assert_eq!(c.usage(), (1, 100));
+    }
+}

@@ -225,20 +225,27 @@ impl<'a> Reader<'a> {
 
     /// Opens a blob just read from its pack (see [`Reader::open_blob`]);
     /// if it opens, its sealed bytes are kept in the disk cache.
-    pub fn open_fetched(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
+    fn open_fetched(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
         let data = self.open_blob(loc, sealed, verify)?;
+        self.keep(loc, sealed);
+        Ok(data)
+    }
+
+    /// Keeps the sealed bytes of a blob read from its pack in the disk
+    /// cache, if one is in use: only once they opened with
+    /// [`Reader::open_blob`].
+    pub fn keep(&self, loc: &Location, sealed: &[u8]) {
         if let Some(disk) = &self.disk {
             disk.put(loc, sealed);
         }
-        Ok(data)
     }
 
     /// Reads neighbouring blobs of one pack with one ranged read over
     /// their span (what lies between them included): `locs` are of one
     /// pack, in offset order, not overlapping, spanning at most
-    /// [`MAX_SPAN`] bytes. Each is then opened with [`Reader::open_fetched`]
-    /// (the disk cache is not consulted here: ask [`Reader::read_cached`]
-    /// first).
+    /// [`MAX_SPAN`] bytes. Each is then opened with [`Reader::open_blob`]
+    /// and kept with [`Reader::keep`] (the disk cache is not consulted
+    /// here: ask [`Reader::read_cached`] first).
     pub fn read_span(&self, locs: &[Location]) -> Result<Span> {
         let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
             bail!("no blobs to read");
