@@ -124,6 +124,7 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
     let served = session
         .run()
         .with_context(|| format!("serving the mount at {} failed", mountpoint.display()));
+    reader.flush_disk_cache();
     if crate::verbosity() >= 1 {
         let c = &reader.counters;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);

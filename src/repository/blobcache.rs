@@ -5,6 +5,10 @@
 //! process, so a remount reads what an earlier mount fetched without
 //! touching the repository.
 //!
+//! Entries are written by one background thread, so that keeping a blob
+//! never slows the read that fetched it; when that thread falls behind,
+//! blobs are not kept (the next read of them keeps them).
+//!
 //! The directory is treated as hostile (another process of this user, or
 //! damage): names are ones this code makes (hex blob id, `-`, hex pack
 //! id); anything else found there is removed; files are opened relative
@@ -15,7 +19,9 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, UTIME_NOW};
 
@@ -36,10 +42,26 @@ struct State {
     bytes: u64,
 }
 
-pub struct BlobCache {
+/// Bytes of blobs waiting for the writing thread; more are not kept.
+const MAX_PENDING: u64 = 32 << 20;
+
+struct Inner {
     dir: OwnedFd,
     bound: u64,
     state: Mutex<State>,
+    /// Bytes handed to the writing thread and not yet written.
+    pending: AtomicU64,
+}
+
+enum Job {
+    Keep(Key, Vec<u8>),
+    /// Answered once every job sent before it is done.
+    Flush(Sender<()>),
+}
+
+pub struct BlobCache {
+    inner: Arc<Inner>,
+    queue: Sender<Job>,
 }
 
 fn key(loc: &Location) -> Key {
@@ -97,14 +119,82 @@ impl BlobCache {
             state.lru.put(k, size);
             state.bytes += size;
         }
-        let cache = BlobCache {
+        let inner = Arc::new(Inner {
             dir,
             bound,
             state: Mutex::new(state),
-        };
-        let victims = cache.evict(&mut cache.lock());
-        cache.unlink(victims);
-        Some(cache)
+            pending: AtomicU64::new(0),
+        });
+        let victims = inner.evict(&mut inner.lock());
+        inner.unlink(victims);
+        let (queue, jobs) = channel();
+        let writer = inner.clone();
+        std::thread::Builder::new()
+            .name("blob-cache".into())
+            .spawn(move || writer.run(jobs))
+            .ok()?;
+        Some(BlobCache { inner, queue })
+    }
+
+    /// The sealed bytes kept for the blob at `loc`, marked as just used;
+    /// None if there are none or they are not a regular file of the
+    /// length the index gives (then the entry is removed).
+    pub fn get(&self, loc: &Location) -> Option<Vec<u8>> {
+        self.inner.get(loc)
+    }
+
+    /// Has the sealed bytes of the blob at `loc` (read from its pack and
+    /// found to open) kept, unless it is kept already, is larger than the
+    /// whole cache, or the writing thread is behind.
+    pub fn put(&self, loc: &Location, sealed: &[u8]) {
+        let k = key(loc);
+        let size = sealed.len() as u64;
+        if size > self.inner.bound || self.inner.lock().lru.promote(&k) {
+            return;
+        }
+        let pending = &self.inner.pending;
+        if pending.fetch_add(size, Ordering::Relaxed) + size > MAX_PENDING
+            || self.queue.send(Job::Keep(k, sealed.to_vec())).is_err()
+        {
+            pending.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until what was handed to [`BlobCache::put`] so far is on disk
+    /// (or given up on).
+    pub fn flush(&self) {
+        let (done, wait) = channel();
+        if self.queue.send(Job::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Removes the entry of the blob at `loc` (damaged, or not opening).
+    pub fn remove(&self, loc: &Location) {
+        self.inner.remove(&key(loc));
+    }
+
+    /// The entries and their total size, as accounted.
+    pub fn usage(&self) -> (usize, u64) {
+        let state = self.inner.lock();
+        (state.lru.len(), state.bytes)
+    }
+}
+
+impl Inner {
+    /// The writing thread: until the cache is dropped.
+    fn run(&self, jobs: Receiver<Job>) {
+        for job in jobs {
+            match job {
+                Job::Keep(k, bytes) => {
+                    self.store(k, &bytes);
+                    self.pending.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+                }
+                Job::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -131,10 +221,7 @@ impl BlobCache {
         }
     }
 
-    /// The sealed bytes kept for the blob at `loc`, marked as just used;
-    /// None if there are none or they are not a regular file of the
-    /// length the index gives (then the entry is removed).
-    pub fn get(&self, loc: &Location) -> Option<Vec<u8>> {
+    fn get(&self, loc: &Location) -> Option<Vec<u8>> {
         let k = key(loc);
         if !self.lock().lru.contains(&k) {
             return None;
@@ -176,21 +263,17 @@ impl BlobCache {
                 Some(bytes)
             }
             None => {
-                self.remove(loc);
+                self.remove(&k);
                 None
             }
         }
     }
 
-    /// Keeps the sealed bytes of the blob at `loc` (read from its pack and
-    /// found to open), evicting the least recently used entries beyond the
-    /// bound. Failures are ignored: it is only a cache.
-    pub fn put(&self, loc: &Location, sealed: &[u8]) {
-        let k = key(loc);
+    /// Writes an entry (to a temporary name, renamed into place) and
+    /// evicts the least recently used beyond the bound. Failures are
+    /// ignored: it is only a cache.
+    fn store(&self, k: Key, sealed: &[u8]) {
         let size = sealed.len() as u64;
-        if size > self.bound || self.lock().lru.promote(&k) {
-            return;
-        }
         let tmp = temporary_name();
         let Ok(fd) = rustix::fs::openat(
             &self.dir,
@@ -216,22 +299,14 @@ impl BlobCache {
         self.unlink(victims);
     }
 
-    /// Removes the entry of the blob at `loc` (damaged, or not opening).
-    pub fn remove(&self, loc: &Location) {
-        let k = key(loc);
+    fn remove(&self, k: &Key) {
         {
             let mut state = self.lock();
-            if let Some(size) = state.lru.pop(&k) {
+            if let Some(size) = state.lru.pop(k) {
                 state.bytes -= size;
             }
         }
-        self.unlink(vec![k]);
-    }
-
-    /// The entries and their total size, as accounted.
-    pub fn usage(&self) -> (usize, u64) {
-        let state = self.lock();
-        (state.lru.len(), state.bytes)
+        self.unlink(vec![*k]);
     }
 }
 
@@ -277,16 +352,21 @@ mod tests {
         let repo = Id([1; 32]);
         let c = BlobCache::open(&cache, &repo, 300).unwrap();
         c.put(&loc(1, 100), &[1; 100]);
+        c.flush();
         c.put(&loc(2, 100), &[2; 100]);
+        c.flush();
         std::thread::sleep(std::time::Duration::from_millis(20));
         c.put(&loc(3, 100), &[3; 100]);
+        c.flush();
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(c.get(&loc(1, 100)), Some(vec![1; 100]), "1 is now recent");
         c.put(&loc(4, 100), &[4; 100]);
+        c.flush();
         assert_eq!(c.get(&loc(2, 100)), None, "2 was evicted");
         assert_eq!(c.usage(), (3, 300));
         // Too large to keep at all.
         c.put(&loc(5, 400), &[5; 400]);
+        c.flush();
         assert_eq!(c.usage(), (3, 300));
         drop(c);
         // Reopened smaller: 3 is the oldest use (4 was written after 1 was

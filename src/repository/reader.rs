@@ -101,6 +101,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Waits until the blobs read so far are kept in the disk cache (it
+    /// is written in the background).
+    pub fn flush_disk_cache(&self) {
+        if let Some(disk) = &self.disk {
+            disk.flush();
+        }
+    }
+
     /// The disk cache's entries and their bytes, if one is in use.
     pub fn disk_usage(&self) -> Option<(usize, u64)> {
         self.disk.as_ref().map(BlobCache::usage)
