@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Cold sequential `cp` of a 1 GiB random file out of the mount (page cache
-# dropped, fresh daemon), three runs each, against the null FUSE
-# filesystem; prints each run and the median. Compares strongroom binaries
-# given as arguments (e.g. a build from before a change, then this one).
+# dropped, fresh daemon, disk cache of blobs emptied), three runs each,
+# against the null FUSE filesystem; then the same with the disk cache
+# warm (filled by one untimed run with a cache large enough for the file,
+# page cache still dropped: the cached blobs are read from disk). Prints
+# each run and the median. Compares strongroom binaries given as arguments
+# (e.g. a build from before a change, then this one).
 #
 #   benches/mount_cp.sh [STRONGROOM_BINARY...]
 #
@@ -29,8 +32,12 @@ mkdir -p "$mnt"; umount -l "$mnt" 2>/dev/null || true
 
 now() { date +%s.%N; }
 wait_for() { for _ in $(seq 3000); do [ -e "$1" ] && return; sleep 0.01; done; echo "no $1" >&2; exit 1; }
-# run CMD...: starts a daemon, times a cold cp of the file it serves.
+# timed_cp MODE CMD...: starts a daemon, times a cp of the file it serves
+# with the page cache dropped; MODE cold empties the disk cache of blobs
+# first, warm keeps it.
 timed_cp() {
+  local mode=$1; shift
+  [ "$mode" = warm ] || rm -rf "$STRONGROOM_CACHE_DIR"/*/blobs
   sync; echo 3 > /proc/sys/vm/drop_caches
   "$@" >/dev/null 2>&1 &
   local pid=$! f
@@ -45,12 +52,14 @@ timed_cp() {
 }
 median() { sort -n | sed -n 2p; }
 report() {
-  local name=$1; shift
+  local name=$1 mode=$2; shift 2
   local runs=() i
-  for i in 1 2 3; do runs+=("$(timed_cp "$@")"); done
+  if [ "$mode" = warm ]; then timed_cp cold "$@" >/dev/null; fi
+  for i in 1 2 3; do runs+=("$(timed_cp "$mode" "$@")"); done
   printf '%-40s runs %s  median %s s\n' "$name" "${runs[*]}" "$(printf '%s\n' "${runs[@]}" | median)"
 }
 for b in "${bins[@]}"; do
-  report "$b" "$b" -r "$repo" -k "$bench/key" mount "$mnt" --snapshot latest
+  report "$b" cold "$b" -r "$repo" -k "$bench/key" mount "$mnt" --snapshot latest
+  report "$b, disk cache warm" warm "$b" -r "$repo" -k "$bench/key" mount "$mnt" --snapshot latest --cache-size 2G
 done
-report "null filesystem" "$nullfs" "$mnt" 1024
+report "null filesystem" cold "$nullfs" "$mnt" 1024

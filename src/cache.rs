@@ -76,7 +76,8 @@ fn components(name: &str) -> Option<Vec<&str>> {
         .then_some(parts)
 }
 
-fn temporary_name() -> String {
+/// A fresh name for a file being written, renamed into place when whole.
+pub(crate) fn temporary_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let salt = u64::from_le_bytes(crate::crypto::random_array().unwrap_or([0; 8]));
@@ -180,6 +181,12 @@ impl Cache {
             fd = next;
         }
         Some(fd)
+    }
+
+    /// Opens (making it if need be) the directory `<repo>/<name>`, for a
+    /// cache that manages its own entries relative to it.
+    pub fn directory(&self, repo: &Id, name: &str) -> Option<OwnedFd> {
+        self.subdir(repo, &components(name)?, true)
     }
 
     /// The directory holding `name`, and its last component.

@@ -246,10 +246,13 @@ pub struct MountArgs {
     /// Let other users in (stored permissions are still enforced)
     #[arg(long)]
     pub allow_other: bool,
-    /// Memory for decrypted blobs, e.g. 256M, 1G
-    #[arg(long, default_value = "256M")]
+    /// Disk space for encrypted blobs kept in the cache directory across
+    /// mounts, least recently used evicted, e.g. 512M, 2G; decrypted blobs
+    /// are kept in memory up to the smaller of this and 128M
+    #[arg(long, default_value = "512M")]
     pub cache_size: String,
-    /// Keep no ciphertext on disk (the default for now: blobs are cached in memory only)
+    /// Keep no blobs on disk: read them from the repository each mount,
+    /// cached in memory only
     #[arg(long)]
     pub no_disk_cache: bool,
 }

@@ -29,11 +29,12 @@ fn big_file(env: &Env) -> std::path::PathBuf {
     src
 }
 
-/// Mounts the latest snapshot with `-v`, runs `read` on the mounted copy
-/// of `src`, unmounts; what the daemon opened and read, trees included.
+/// Mounts the latest snapshot with `-v` (and no disk cache: every mount
+/// reads the packs), runs `read` on the mounted copy of `src`, unmounts;
+/// what the daemon opened and read, trees included.
 fn mounted_counts(env: &Env, src: &std::path::Path, read: impl FnOnce(&std::path::Path)) -> (u64, u64) {
     let at = env.path("mnt");
-    let mut m = mount(env, &at, &["-v", "--snapshot", "latest"]);
+    let mut m = mount(env, &at, &["-v", "--snapshot", "latest", "--no-disk-cache"]);
     let dir = under(&at, src);
     assert_eq!(ls(&dir), ["big"]);
     read(&dir);

@@ -71,7 +71,10 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let repo: &'static _ = Box::leak(Box::new(repo));
     let key: &'static _ = Box::leak(Box::new(key));
     let cache: &'static _ = Box::leak(Box::new(cache));
-    let reader = Reader::open(repo, key, cache)?;
+    let mut reader = Reader::open(repo, key, cache)?;
+    if !a.no_disk_cache {
+        reader.use_disk_cache(options.cache_size);
+    }
     let what = match &a.snapshot {
         Some(_) => format!("snapshot {}", snapshots[0].id.short()),
         None if snapshots.len() == 1 => "1 snapshot".to_string(),

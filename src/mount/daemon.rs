@@ -126,13 +126,19 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
     let served = session
         .run()
         .with_context(|| format!("serving the mount at {} failed", mountpoint.display()));
+    reader.flush_disk_cache();
     if crate::verbosity() >= 1 {
         let c = &reader.counters;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         eprintln!(
-            "opened {} blobs from {} pack reads",
-            c.blobs_opened.load(std::sync::atomic::Ordering::Relaxed),
-            c.pack_reads.load(std::sync::atomic::Ordering::Relaxed)
+            "opened {} blobs from {} pack reads and {} disk cache entries",
+            load(&c.blobs_opened),
+            load(&c.pack_reads),
+            load(&c.disk_hits)
         );
+        if let Some((entries, bytes)) = reader.disk_usage() {
+            eprintln!("the disk cache holds {entries} blobs, {bytes} bytes");
+        }
     }
     served
 }

@@ -91,10 +91,16 @@ impl Entry {
 
 /// What `strongroom mount` was asked for.
 pub struct Options {
-    /// Bytes of decrypted blobs kept in memory.
+    /// Bytes of sealed blobs kept in the cache directory (with the disk
+    /// cache in use); decrypted blobs in memory are kept to the smaller of
+    /// this and [`MEMORY`].
     pub cache_size: u64,
     pub allow_other: bool,
 }
+
+/// The most bytes of decrypted blobs kept in memory: what the read-ahead
+/// of sequential readers needs.
+pub const MEMORY: u64 = prefetch::WINDOW_MEMORY;
 
 /// The mounted filesystem: the reader, the verified snapshots and the
 /// inodes handed out so far.
@@ -121,15 +127,11 @@ impl MountFs {
             .max()
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let reader = Arc::new(reader);
-        let blobs = Arc::new(lru::Lru::new(options.cache_size.min(usize::MAX as u64) as usize));
+        let memory = options.cache_size.min(MEMORY);
+        let blobs = Arc::new(lru::Lru::new(memory as usize));
         let trees = Arc::new(lru::Lru::new(TREE_CACHE));
         MountFs {
-            prefetch: prefetch::Prefetcher::new(
-                reader.clone(),
-                blobs.clone(),
-                trees.clone(),
-                options.cache_size,
-            ),
+            prefetch: prefetch::Prefetcher::new(reader.clone(), blobs.clone(), trees.clone(), memory),
             reader,
             blobs,
             snapshots,

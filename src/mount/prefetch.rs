@@ -1,8 +1,9 @@
-//! Read-ahead, by a small pool, neighbouring blobs of one pack with one
-//! ranged read: while a file is read sequentially, the blobs that follow
-//! the one being read (random reads prefetch nothing); when a file's first
-//! read comes, the small files that follow it in its directory; when a
-//! directory is listed, the trees of its subdirectories. A prefetch that
+//! Read-ahead, by a small pool, from the disk cache of sealed blobs when
+//! it holds them, else neighbouring blobs of one pack with one ranged
+//! read: while a file is read sequentially, the blobs that follow the one
+//! being read (random reads prefetch nothing); when a file's first read
+//! comes, the other files of its directory; when a directory is listed,
+//! the trees of its subdirectories. A prefetch that
 //! fails says nothing: the read that needs the blob loads it again and
 //! reports the failure itself.
 
@@ -19,6 +20,11 @@ use crate::repository::reader::{MAX_SPAN, Reader};
 
 /// Blobs loaded ahead of a sequential reader (about 1 MiB each).
 const WINDOW: usize = 16;
+/// Memory of decrypted blobs the window counts per blob it loads ahead
+/// (blobs are up to 8 MiB).
+const BYTES_PER_BLOB: u64 = 8 << 20;
+/// The memory of decrypted blobs a full window needs.
+pub const WINDOW_MEMORY: u64 = WINDOW as u64 * BYTES_PER_BLOB;
 /// Threads loading ahead, over every open file.
 const THREADS: usize = 4;
 /// A read starting this close to where the file's reads got to still
@@ -66,16 +72,16 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// A prefetcher filling `blobs`, of `cache_size` bytes: a cache too
+    /// A prefetcher filling `blobs`, of `memory` bytes: a cache too
     /// small to hold the window gets none (what is loaded ahead would be
     /// evicted before it is read).
     pub fn new(
         reader: Arc<Reader<'static>>,
         blobs: Arc<Lru<Vec<u8>>>,
         trees: Arc<Lru<Tree>>,
-        cache_size: u64,
+        memory: u64,
     ) -> Prefetcher {
-        let window = ((cache_size / (8 << 20)) as usize).min(WINDOW);
+        let window = ((memory / BYTES_PER_BLOB) as usize).min(WINDOW);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(THREADS)
             .thread_name(|i| format!("prefetch-{i}"))
@@ -124,8 +130,7 @@ impl Prefetcher {
         }
         let reader = self.reader.clone();
         pool.spawn(move || {
-            load_grouped(&reader, claimed, |loc, sealed| {
-                let data = reader.open_blob(loc, sealed, true).ok()?;
+            load_grouped(&reader, claimed, |_, data| {
                 let w = data.len();
                 Some((data, w))
             })
@@ -167,8 +172,8 @@ impl Prefetcher {
         }
         let reader = self.reader.clone();
         pool.spawn(move || {
-            load_grouped(&reader, claimed, |loc, sealed| {
-                let t = reader.open_tree(loc, sealed).ok()?;
+            load_grouped(&reader, claimed, |loc, bytes| {
+                let t = Tree::decode(&bytes, &format!("tree {}", loc.entry.id)).ok()?;
                 let w = tree_weight(&t);
                 Some((t, w))
             });
@@ -194,14 +199,27 @@ fn claim_data(
         .collect()
 }
 
-/// Loads claimed objects: those lying close together in one pack with one
-/// ranged read, the groups and their objects opened (by `open`) in
-/// parallel.
+/// Loads claimed objects: from the disk cache those it holds, the others
+/// lying close together in one pack with one ranged read (then kept in
+/// the disk cache), the groups and their objects opened in parallel and
+/// made into values by `decode`.
 fn load_grouped<V: Send + Sync>(
     reader: &Reader<'static>,
-    mut claimed: Vec<(Location, Claim<V>)>,
-    open: impl Fn(&Location, &[u8]) -> Option<(V, usize)> + Sync,
+    claimed: Vec<(Location, Claim<V>)>,
+    decode: impl Fn(&Location, Vec<u8>) -> Option<(V, usize)> + Sync,
 ) {
+    let mut claimed: Vec<(Location, Claim<V>)> = claimed
+        .into_par_iter()
+        .filter_map(|(loc, claim)| match reader.read_cached(&loc, true) {
+            Some(data) => {
+                if let Some((value, w)) = decode(&loc, data) {
+                    claim.fill(value, w);
+                }
+                None
+            }
+            None => Some((loc, claim)),
+        })
+        .collect();
     claimed.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
     let mut groups: Vec<Vec<(Location, Claim<V>)>> = Vec::new();
     for (loc, claim) in claimed {
@@ -224,8 +242,14 @@ fn load_grouped<V: Send + Sync>(
         // Failures drop the claims: the reads needing them retry and report.
         let Ok(span) = reader.read_span(&locs) else { return };
         group.into_par_iter().for_each(|(loc, claim)| {
-            if let Some((value, w)) = span.sealed(&loc).and_then(|sealed| open(&loc, sealed)) {
+            let Some(sealed) = span.sealed(&loc) else { return };
+            let Ok(data) = reader.open_blob(&loc, sealed, true) else {
+                return;
+            };
+            if let Some((value, w)) = decode(&loc, data) {
+                // The reader waiting for it first, the disk cache after.
                 claim.fill(value, w);
+                reader.keep(&loc, sealed);
             }
         });
     });

@@ -2,6 +2,7 @@
 //! snapshots. Writers and readers are separate types; only a full key makes
 //! a [`reader::Reader`].
 
+pub mod blobcache;
 pub mod index;
 pub mod lock;
 pub mod packer;

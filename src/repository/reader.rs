@@ -1,6 +1,8 @@
 //! The reading side, for the full key only: finds a blob in the index,
-//! reads it from its pack (neighbouring blobs of one pack in one ranged
-//! read), opens it under its run's keys.
+//! reads it from the disk cache of sealed blobs when one is in use and
+//! holds it, else from its pack (neighbouring blobs of one pack in one
+//! ranged read, kept in the disk cache once they open), and opens it under
+//! its run's keys.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,6 +16,7 @@ use crate::format::{BlobKind, Id};
 use crate::keys::FullKey;
 
 use super::Repository;
+use super::blobcache::BlobCache;
 use super::index::{Index, Location};
 use super::runkeys::Keyring;
 use crate::backend::Kind;
@@ -49,6 +52,8 @@ pub struct Counters {
     pub pack_reads: AtomicU64,
     /// Blobs opened (decrypted and decompressed).
     pub blobs_opened: AtomicU64,
+    /// Blobs found in the disk cache that opened.
+    pub disk_hits: AtomicU64,
 }
 
 pub struct Reader<'a> {
@@ -57,6 +62,8 @@ pub struct Reader<'a> {
     pub index: Index,
     keyring: Keyring<'a>,
     pub counters: Counters,
+    cache: &'a Cache,
+    disk: Option<BlobCache>,
 }
 
 impl<'a> Reader<'a> {
@@ -71,7 +78,40 @@ impl<'a> Reader<'a> {
             index,
             keyring,
             counters: Counters::default(),
+            cache,
+            disk: None,
         })
+    }
+
+    /// Keeps the sealed blobs read from now on in the cache directory, up
+    /// to `bound` bytes, and reads blobs from there first. Without a usable
+    /// cache directory (already warned about) blobs are not kept.
+    pub fn use_disk_cache(&mut self, bound: u64) {
+        if !self.cache.is_usable() {
+            return;
+        }
+        self.disk = BlobCache::open(self.cache, &self.repo.id(), bound);
+        if self.disk.is_none() {
+            crate::warn(&format!(
+                "the blob cache in {} cannot be used: blobs are cached in memory only",
+                self.cache
+                    .path()
+                    .map_or_else(|| "the cache directory".to_string(), |p| p.display().to_string())
+            ));
+        }
+    }
+
+    /// Waits until the blobs read so far are kept in the disk cache (it
+    /// is written in the background).
+    pub fn flush_disk_cache(&self) {
+        if let Some(disk) = &self.disk {
+            disk.flush();
+        }
+    }
+
+    /// The disk cache's entries and their bytes, if one is in use.
+    pub fn disk_usage(&self) -> Option<(usize, u64)> {
+        self.disk.as_ref().map(BlobCache::usage)
     }
 
     pub fn locate(&self, id: &Id) -> Result<Location> {
@@ -88,12 +128,6 @@ impl<'a> Reader<'a> {
     /// The first location of a tree.
     pub fn tree_location(&self, id: &Id) -> Option<Location> {
         self.index.find_location(id, |l| l.entry.kind == BlobKind::Tree)
-    }
-
-    /// Opens, checks and decodes the sealed bytes of the tree at `loc`.
-    pub fn open_tree(&self, loc: &Location, sealed: &[u8]) -> Result<Tree> {
-        let bytes = self.open_blob(loc, sealed, true)?;
-        Tree::decode(&bytes, &format!("tree {}", loc.entry.id))
     }
 
     /// Reads, opens and decompresses a blob; with `verify`, recomputes its
@@ -160,6 +194,9 @@ impl<'a> Reader<'a> {
 
     fn read_at(&self, loc: &Location, verify: bool) -> Result<Vec<u8>> {
         self.check_lengths(loc)?;
+        if let Some(data) = self.read_cached(loc, verify) {
+            return Ok(data);
+        }
         let id = &loc.entry.id;
         self.counters.pack_reads.fetch_add(1, Ordering::Relaxed);
         let sealed = self
@@ -178,13 +215,50 @@ impl<'a> Reader<'a> {
                 loc.pack
             );
         }
-        self.open_blob(loc, &sealed, verify)
+        self.open_fetched(loc, &sealed, verify)
+    }
+
+    /// The blob at `loc` from the disk cache, opened. An entry that does
+    /// not open (damaged, or planted) is removed: the caller reads the
+    /// pack instead.
+    pub fn read_cached(&self, loc: &Location, verify: bool) -> Option<Vec<u8>> {
+        let disk = self.disk.as_ref()?;
+        let sealed = disk.get(loc)?;
+        match self.open_blob(loc, &sealed, verify) {
+            Ok(data) => {
+                self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+                Some(data)
+            }
+            Err(_) => {
+                disk.remove(loc);
+                None
+            }
+        }
+    }
+
+    /// Opens a blob just read from its pack (see [`Reader::open_blob`]);
+    /// if it opens, its sealed bytes are kept in the disk cache.
+    fn open_fetched(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
+        let data = self.open_blob(loc, sealed, verify)?;
+        self.keep(loc, sealed);
+        Ok(data)
+    }
+
+    /// Keeps the sealed bytes of a blob read from its pack in the disk
+    /// cache, if one is in use: only once they opened with
+    /// [`Reader::open_blob`].
+    pub fn keep(&self, loc: &Location, sealed: &[u8]) {
+        if let Some(disk) = &self.disk {
+            disk.put(loc, sealed);
+        }
     }
 
     /// Reads neighbouring blobs of one pack with one ranged read over
     /// their span (what lies between them included): `locs` are of one
     /// pack, in offset order, not overlapping, spanning at most
-    /// [`MAX_SPAN`] bytes. Each is then opened with [`Reader::open_blob`].
+    /// [`MAX_SPAN`] bytes. Each is then opened with [`Reader::open_blob`]
+    /// and kept with [`Reader::keep`] (the disk cache is not consulted
+    /// here: ask [`Reader::read_cached`] first).
     pub fn read_span(&self, locs: &[Location]) -> Result<Span> {
         let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
             bail!("no blobs to read");
@@ -222,7 +296,7 @@ impl<'a> Reader<'a> {
         Ok(Span { pack, start, bytes })
     }
 
-    /// Opens a sealed blob read from its pack.
+    /// Opens a sealed blob (from its pack or the disk cache).
     pub fn open_blob(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
         self.check_lengths(loc)?;
         let id = &loc.entry.id;
