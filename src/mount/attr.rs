@@ -61,13 +61,13 @@ pub fn stored_attr(ino: u64, n: &Node) -> FileAttr {
 }
 
 impl MountFs {
-    pub fn attr(&self, ino: u64, e: &Entry) -> FileAttr {
+    pub fn attr(&self, ino: u64, e: &Entry) -> Result<FileAttr, Errno> {
         let (kind, size, nlink) = match e {
-            Entry::Stored(s) => return stored_attr(ino, &s.node),
+            Entry::Stored(s) => return Ok(stored_attr(ino, &*self.node_of(s)?)),
             Entry::Dir(d) => (FileType::Directory, 0, 2 + d.children.len() as u32),
             Entry::Link { target, .. } => (FileType::Symlink, target.len() as u64, 1),
         };
-        FileAttr {
+        Ok(FileAttr {
             ino: INodeNo(ino),
             size,
             blocks: 0,
@@ -83,12 +83,12 @@ impl MountFs {
             rdev: 0,
             blksize: 4096,
             flags: 0,
-        }
+        })
     }
 
     pub fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
-        Ok(self.attr(ino, &e))
+        self.attr(ino, &e)
     }
 }
 
@@ -115,8 +115,8 @@ impl MountFs {
         let Entry::Stored(s) = &*e else {
             return Err(Errno::NO_XATTR);
         };
-        let value = s
-            .node
+        let value = self
+            .node_of(s)?
             .xattrs
             .iter()
             .find(|(n, _)| n == name)
@@ -129,7 +129,7 @@ impl MountFs {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         let mut names = Vec::new();
         if let Entry::Stored(s) = &*e {
-            for (n, _) in &s.node.xattrs {
+            for (n, _) in &self.node_of(s)?.xattrs {
                 names.extend_from_slice(n);
                 names.push(0);
             }

@@ -1,18 +1,19 @@
 //! Directories: a virtual one lists its fixed children; a stored one loads
 //! its tree when first visited (kept in a bounded cache) and numbers each
-//! entry from its identity.
+//! entry from its identity. An entry keeps its place in the tree, not a
+//! copy of its node.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
 
-use fuser::Errno;
+use fuser::{Errno, FileAttr};
 
 use super::inode::Identity;
-use super::{Entry, MountFs, Stored};
+use super::{DirRef, Entry, MountFs, NodeRef, Place, Stored};
 use crate::format::tree::{Node, NodeKind, Tree};
 
-/// One entry of a directory listing: name, inode number, entry.
-pub type Child = (Vec<u8>, u64, Arc<Entry>);
+/// One entry of a directory listing: name, inode number, attributes.
+pub type Child = (Vec<u8>, u64, FileAttr);
 
 /// The rough memory a decoded tree holds.
 pub fn tree_weight(t: &Tree) -> usize {
@@ -24,13 +25,11 @@ pub fn tree_weight(t: &Tree) -> usize {
 }
 
 impl MountFs {
-    pub fn tree_of(&self, ino: u64, s: &Stored) -> Result<Arc<Tree>, Errno> {
-        let id = match (s.node.kind, s.node.subtree) {
-            (NodeKind::Dir, Some(id)) => id,
-            _ => return Err(Errno::ENOTDIR),
-        };
+    /// A tree from the cache, or read (and kept); a failure is logged with
+    /// the path of the directory `ino` and is EIO.
+    fn load_tree(&self, ino: u64, id: &crate::format::Id) -> Result<Arc<Tree>, Errno> {
         self.trees
-            .get_or_load(&id, tree_weight, || self.reader.read_tree(&id))
+            .get_or_load(id, tree_weight, || self.reader.read_tree(id))
             .map_err(|e| {
                 crate::warn(&format!(
                     "reading directory {} of the mount failed: {e:#}",
@@ -40,9 +39,46 @@ impl MountFs {
             })
     }
 
+    /// The node of a stored entry: a snapshot root's own, or looked up in
+    /// its directory's tree.
+    pub fn node_of(&self, s: &Stored) -> Result<NodeRef, Errno> {
+        match &s.place {
+            Place::Root { node, .. } => Ok(NodeRef::Own(node.clone())),
+            Place::In { dir, index } => {
+                let tree = self.load_tree(dir.ino, &dir.tree)?;
+                if (*index as usize) < tree.nodes.len() {
+                    Ok(NodeRef::InTree(tree, *index as usize))
+                } else {
+                    Err(Errno::EIO)
+                }
+            }
+        }
+    }
+
+    /// The stored directory `ino` as its children know it.
+    fn dir_ref(&self, ino: u64, s: &Stored) -> Result<Arc<DirRef>, Errno> {
+        if let Some(d) = s.state().dir.get() {
+            return Ok(d.clone());
+        }
+        let node = self.node_of(s)?;
+        let tree = match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(id)) => id,
+            _ => return Err(Errno::ENOTDIR),
+        };
+        Ok(s.state()
+            .dir
+            .get_or_init(|| Arc::new(DirRef { tree, ino }))
+            .clone())
+    }
+
+    pub fn tree_of(&self, ino: u64, s: &Stored) -> Result<Arc<Tree>, Errno> {
+        let dir = self.dir_ref(ino, s)?;
+        self.load_tree(ino, &dir.tree)
+    }
+
     /// The identity of an entry of the stored directory `parent`.
     pub fn identity_of(&self, parent: &Stored, node: &Node) -> Identity {
-        let snap = &self.snapshots[parent.snapshot].id;
+        let snap = &self.snapshots[parent.snapshot as usize].id;
         if node.nlink > 1 && node.kind != NodeKind::Dir {
             Identity::linked(snap, node.dev, node.inode)
         } else {
@@ -50,33 +86,36 @@ impl MountFs {
         }
     }
 
-    /// The inode of one entry of a stored directory, entered in the table;
-    /// `counted` when it goes to the kernel as a lookup.
+    /// The inode of entry `index` of a stored directory, entered in the
+    /// table, and its attributes; `counted` when it goes to the kernel as
+    /// a lookup.
     fn stored_child(
         &self,
-        parent_ino: u64,
+        dir: &Arc<DirRef>,
         parent: &Stored,
-        node: &Node,
+        tree: &Tree,
+        index: usize,
         counted: bool,
-    ) -> (u64, Arc<Entry>) {
+    ) -> (u64, FileAttr) {
+        let node = &tree.nodes[index];
         let identity = self.identity_of(parent, node);
-        self.table.hashed(identity, counted, |ino| {
+        let (ino, _) = self.table.hashed(identity, counted, |ino| {
             Entry::Stored(Stored {
                 snapshot: parent.snapshot,
-                name: node.name.clone(),
-                parent: parent_ino,
                 key: ino,
                 identity: Some(identity),
-                node: Arc::new(node.clone()),
-                starts: OnceLock::new(),
-                reads: Default::default(),
-                by_inode: OnceLock::new(),
+                place: Place::In {
+                    dir: dir.clone(),
+                    index: index as u32,
+                },
+                state: Default::default(),
                 lookups: AtomicU64::new(0),
             })
-        })
+        });
+        (ino, super::attr::stored_attr(ino, node))
     }
 
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(u64, Arc<Entry>), Errno> {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(u64, FileAttr), Errno> {
         let e = self.table.get(parent).ok_or(Errno::ENOENT)?;
         match &*e {
             Entry::Dir(d) => {
@@ -86,16 +125,18 @@ impl MountFs {
                     .find(|(n, _)| n == name)
                     .map(|(_, i)| *i)
                     .ok_or(Errno::ENOENT)?;
-                Ok((ino, self.table.get(ino).ok_or(Errno::ENOENT)?))
+                let child = self.table.get(ino).ok_or(Errno::ENOENT)?;
+                Ok((ino, self.attr(ino, &child)?))
             }
             Entry::Link { .. } => Err(Errno::ENOTDIR),
             Entry::Stored(s) => {
-                let tree = self.tree_of(parent, s)?;
+                let dir = self.dir_ref(parent, s)?;
+                let tree = self.load_tree(parent, &dir.tree)?;
                 let i = tree
                     .nodes
                     .binary_search_by(|n| n.name.as_slice().cmp(name))
                     .map_err(|_| Errno::ENOENT)?;
-                Ok(self.stored_child(parent, s, &tree.nodes[i], true))
+                Ok(self.stored_child(&dir, s, &tree, i, true))
             }
         }
     }
@@ -108,37 +149,41 @@ impl MountFs {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         let parent = match &*e {
             Entry::Dir(d) => d.parent,
-            Entry::Stored(s) => s.parent,
+            Entry::Stored(s) => s.parent(),
             Entry::Link { .. } => return Err(Errno::ENOTDIR),
         };
         let mut out = Vec::new();
         if from == 0 {
-            out.push((b".".to_vec(), ino, e.clone()));
+            out.push((b".".to_vec(), ino, self.attr(ino, &e)?));
         }
         if from <= 1
             && let Some(p) = self.table.get(parent)
+            && let Ok(attr) = self.attr(parent, &p)
         {
-            out.push((b"..".to_vec(), parent, p));
+            out.push((b"..".to_vec(), parent, attr));
         }
         let skip = from.saturating_sub(2);
         let want = count.saturating_sub(out.len());
         match &*e {
             Entry::Dir(d) => {
                 for (name, child) in d.children.iter().skip(skip).take(want) {
-                    if let Some(c) = self.table.get(*child) {
-                        out.push((name.clone(), *child, c));
+                    if let Some(c) = self.table.get(*child)
+                        && let Ok(attr) = self.attr(*child, &c)
+                    {
+                        out.push((name.clone(), *child, attr));
                     }
                 }
             }
             Entry::Stored(s) => {
-                let tree = self.tree_of(ino, s)?;
+                let dir = self.dir_ref(ino, s)?;
+                let tree = self.load_tree(ino, &dir.tree)?;
                 if from == 0 {
                     // Listed: its subdirectories are likely visited next.
                     self.prefetch.subtrees(&tree);
                 }
-                for n in tree.nodes.iter().skip(skip).take(want) {
-                    let (child, c) = self.stored_child(ino, s, n, counted);
-                    out.push((n.name.clone(), child, c));
+                for index in (skip..tree.nodes.len()).take(want) {
+                    let (child, attr) = self.stored_child(&dir, s, &tree, index, counted);
+                    out.push((tree.nodes[index].name.clone(), child, attr));
                 }
             }
             Entry::Link { .. } => {}

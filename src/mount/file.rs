@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use fuser::{Errno, OpenAccMode, OpenFlags};
 
-use super::{Entry, MountFs, Stored, inode, prefetch};
-use crate::format::tree::{Extent, NodeKind};
+use super::{Entry, MountFs, Place, Stored, inode, prefetch};
+use crate::format::tree::{Extent, Node, NodeKind};
 
 /// What a read gives: most reads lie inside one blob and are answered
 /// from the cached blob without a copy; others are put together.
@@ -29,62 +29,65 @@ impl ReadData {
     }
 }
 
-impl Stored {
-    /// Where each extent of the file starts, computed once.
-    fn extent_starts(&self) -> &[u64] {
-        self.starts.get_or_init(|| {
-            let mut at = 0u64;
-            self.node
-                .content
-                .iter()
-                .map(|x| {
-                    let start = at;
-                    at += x.byte_len();
-                    start
-                })
-                .collect()
+/// Where each extent of a file starts.
+fn extent_starts(node: &Node) -> Vec<u64> {
+    let mut at = 0u64;
+    node.content
+        .iter()
+        .map(|x| {
+            let start = at;
+            at += x.byte_len();
+            start
         })
-    }
+        .collect()
+}
 
-    /// `SEEK_DATA`: the first offset at or after `offset` inside a data
-    /// extent. `SEEK_HOLE`: the first at or after `offset` inside a hole,
-    /// the end of the stored content counting as one (what follows it, up
-    /// to the size, reads as zeros), so the size when all that remains is
-    /// data. ENXIO from the size on, or when only holes remain, as Linux
-    /// filesystems answer.
-    fn seek(&self, offset: i64, whence: i32) -> Result<i64, Errno> {
-        let want_data = match whence {
-            libc::SEEK_DATA => true,
-            libc::SEEK_HOLE => false,
-            _ => return Err(Errno::EINVAL),
-        };
-        let size = self.node.size;
-        let Ok(offset) = u64::try_from(offset) else {
-            return Err(Errno::ENXIO);
-        };
-        if offset >= size {
-            return Err(Errno::ENXIO);
+/// Where each extent of the file `s` (whose node is `node`) starts: for a
+/// file of one extent, at once; else computed once and kept.
+fn starts_of<'a>(s: &'a Stored, node: &Node) -> &'a [u64] {
+    if node.content.len() <= 1 {
+        return &[0];
+    }
+    s.state().starts.get_or_init(|| extent_starts(node))
+}
+
+/// `SEEK_DATA`: the first offset at or after `offset` inside a data
+/// extent. `SEEK_HOLE`: the first at or after `offset` inside a hole, the
+/// end of the stored content counting as one (what follows it, up to the
+/// size, reads as zeros), so the size when all that remains is data. ENXIO
+/// from the size on, or when only holes remain, as Linux filesystems
+/// answer.
+fn seek(node: &Node, starts: &[u64], offset: i64, whence: i32) -> Result<i64, Errno> {
+    let want_data = match whence {
+        libc::SEEK_DATA => true,
+        libc::SEEK_HOLE => false,
+        _ => return Err(Errno::EINVAL),
+    };
+    let size = node.size;
+    let Ok(offset) = u64::try_from(offset) else {
+        return Err(Errno::ENXIO);
+    };
+    if offset >= size {
+        return Err(Errno::ENXIO);
+    }
+    let content = &node.content;
+    let first = starts.partition_point(|&st| st <= offset).saturating_sub(1);
+    let mut end_of_content = 0;
+    for (i, extent) in content.iter().enumerate().skip(first) {
+        let start = starts[i];
+        let end = start + extent.byte_len();
+        end_of_content = end;
+        if end <= offset {
+            continue;
         }
-        let starts = self.extent_starts();
-        let content = &self.node.content;
-        let first = starts.partition_point(|&st| st <= offset).saturating_sub(1);
-        let mut end_of_content = 0;
-        for (i, extent) in content.iter().enumerate().skip(first) {
-            let start = starts[i];
-            let end = start + extent.byte_len();
-            end_of_content = end;
-            if end <= offset {
-                continue;
-            }
-            if matches!(extent, Extent::Data { .. }) == want_data {
-                return Ok(start.max(offset) as i64);
-            }
+        if matches!(extent, Extent::Data { .. }) == want_data {
+            return Ok(start.max(offset) as i64);
         }
-        if want_data {
-            Err(Errno::ENXIO)
-        } else {
-            Ok(end_of_content.clamp(offset, size) as i64)
-        }
+    }
+    if want_data {
+        Err(Errno::ENXIO)
+    } else {
+        Ok(end_of_content.clamp(offset, size) as i64)
     }
 }
 
@@ -95,24 +98,25 @@ impl MountFs {
     /// the files that follow this one in name order (`rsync`, `tar`) and
     /// in inode order (`cp -a` sorts a directory by inode number).
     fn files_after(&self, s: &Stored) {
-        let Some(parent) = self.table.get(s.parent) else {
+        let Place::In { dir, index } = &s.place else {
+            return;
+        };
+        let Some(parent) = self.table.get(dir.ino) else {
             return;
         };
         let Entry::Stored(p) = &*parent else { return };
-        let Ok(tree) = self.tree_of(s.parent, p) else {
+        let Ok(tree) = self.tree_of(dir.ino, p) else {
             return;
         };
         let n = tree.nodes.len();
         if n <= prefetch::FILES {
-            if p.reads.first_time() {
+            if p.state().reads.first_time() {
                 self.prefetch.load_files(&tree, 0..n);
             }
             return;
         }
-        let Ok(at) = tree.nodes.binary_search_by(|x| x.name.as_slice().cmp(&s.name)) else {
-            return;
-        };
-        let by_inode = p.by_inode.get_or_init(|| {
+        let at = *index as usize;
+        let by_inode = p.state().by_inode.get_or_init(|| {
             let mut order: Vec<(u64, u32)> = tree
                 .nodes
                 .iter()
@@ -140,7 +144,11 @@ impl MountFs {
         }
         match self.table.get(ino).as_deref() {
             None => Errno::ENOENT,
-            Some(Entry::Stored(s)) if s.node.kind == NodeKind::Dir => Errno::EISDIR,
+            Some(Entry::Stored(s)) => match self.node_of(s) {
+                Ok(n) if n.kind == NodeKind::Dir => Errno::EISDIR,
+                Ok(_) => Errno::ENOSYS,
+                Err(e) => e,
+            },
             Some(Entry::Dir(_)) => Errno::EISDIR,
             Some(_) => Errno::ENOSYS,
         }
@@ -152,8 +160,14 @@ impl MountFs {
     pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> Result<i64, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         match &*e {
-            Entry::Stored(s) if s.node.kind == NodeKind::File => s.seek(offset, whence),
-            Entry::Stored(s) if s.node.kind == NodeKind::Dir => Err(Errno::EISDIR),
+            Entry::Stored(s) => {
+                let node = self.node_of(s)?;
+                match node.kind {
+                    NodeKind::File => seek(&node, starts_of(s, &node), offset, whence),
+                    NodeKind::Dir => Err(Errno::EISDIR),
+                    _ => Err(Errno::EINVAL),
+                }
+            }
             Entry::Dir(_) => Err(Errno::EISDIR),
             _ => Err(Errno::EINVAL),
         }
@@ -165,26 +179,29 @@ impl MountFs {
         let Entry::Stored(s) = &*e else {
             return Err(Errno::EISDIR);
         };
-        if s.node.kind != NodeKind::File {
+        let node = self.node_of(s)?;
+        if node.kind != NodeKind::File {
             return Err(Errno::EINVAL);
         }
-        let file_size = s.node.size;
+        let file_size = node.size;
         if offset >= file_size {
             return Ok(ReadData::Bytes(Vec::new()));
         }
         let end = file_size.min(offset.saturating_add(size as u64));
-        let starts = s.extent_starts();
+        let starts = starts_of(s, &node);
         // Allocated only when the read is not one piece of one blob.
         let mut out = Vec::new();
         let len = (end - offset) as usize;
         let mut i = starts.partition_point(|&st| st <= offset).saturating_sub(1);
-        self.prefetch.after_read(&s.reads, &s.node, i, offset, end);
+        if node.content.len() > 1 {
+            self.prefetch.after_read(&s.state().reads, &node, i, offset, end);
+        }
         if offset == 0 {
             self.files_after(s);
         }
         let mut pos = offset;
-        while pos < end && i < s.node.content.len() {
-            let extent = &s.node.content[i];
+        while pos < end && i < node.content.len() {
+            let extent = &node.content[i];
             let start = starts[i];
             let ext_end = start + extent.byte_len();
             if ext_end <= pos {
@@ -234,29 +251,23 @@ impl MountFs {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicU64;
-
     use super::*;
     use crate::format::Id;
     use crate::format::tree::Node;
 
-    fn file(size: u64, content: &[Extent]) -> Stored {
+    struct F(Node);
+
+    impl F {
+        fn seek(&self, offset: i64, whence: i32) -> Result<i64, Errno> {
+            seek(&self.0, &extent_starts(&self.0), offset, whence)
+        }
+    }
+
+    fn file(size: u64, content: &[Extent]) -> F {
         let mut node = Node::new(b"f", NodeKind::File, libc::S_IFREG | 0o644);
         node.size = size;
         node.content = content.to_vec();
-        Stored {
-            snapshot: 0,
-            name: b"f".to_vec(),
-            parent: 1,
-            key: 0,
-            identity: None,
-            node: Arc::new(node),
-            starts: Default::default(),
-            reads: Default::default(),
-            by_inode: Default::default(),
-            lookups: AtomicU64::new(0),
-        }
+        F(node)
     }
 
     const DATA: Extent = Extent::Data {

@@ -12,9 +12,9 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::MountFs;
 use super::attr::XattrReply;
 use super::statfs::BLOCK;
-use super::{Entry, MountFs};
 
 /// Snapshots never change: the kernel may keep what it learns.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -22,10 +22,6 @@ const GEN: Generation = Generation(0);
 /// Directory entries numbered per step of a listing: a reply holds a few
 /// dozen to a few hundred.
 const PIECE: usize = 128;
-
-fn kind_of(fs: &MountFs, ino: u64, e: &Entry) -> fuser::FileType {
-    fs.attr(ino, e).kind
-}
 
 fn reply_xattr(r: Result<XattrReply, Errno>, reply: ReplyXattr) {
     match r {
@@ -54,7 +50,7 @@ impl Filesystem for MountFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup(parent.0, name.as_bytes()) {
-            Ok((ino, e)) => reply.entry(&TTL, &self.attr(ino, &e), GEN),
+            Ok((_, attr)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(e),
         }
     }
@@ -117,10 +113,9 @@ impl Filesystem for MountFs {
                 Ok(p) => p,
                 Err(e) => return reply.error(e),
             };
-            for (name, child, e) in &piece {
+            for (name, child, attr) in &piece {
                 at += 1;
-                let kind = kind_of(self, *child, e);
-                if reply.add(INodeNo(*child), at as u64, kind, OsStr::from_bytes(name)) {
+                if reply.add(INodeNo(*child), at as u64, attr.kind, OsStr::from_bytes(name)) {
                     return reply.ok();
                 }
             }
@@ -144,11 +139,10 @@ impl Filesystem for MountFs {
                 Ok(p) => p,
                 Err(e) => return reply.error(e),
             };
-            for (name, child, e) in &piece {
+            for (name, child, attr) in &piece {
                 at += 1;
-                let attr = self.attr(*child, e);
                 let name = OsStr::from_bytes(name);
-                if reply.add(INodeNo(*child), at as u64, name, &TTL, &attr, GEN) {
+                if reply.add(INodeNo(*child), at as u64, name, &TTL, attr, GEN) {
                     return reply.ok();
                 }
             }

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use super::inode::{Identity, ROOT};
-use super::{Entry, MountFs, Stored, VirtualDir};
+use super::{Entry, MountFs, Place, Stored, VirtualDir};
 use crate::format::tree::check_name;
 
 struct Builder<'a> {
@@ -65,15 +65,15 @@ fn snapshot_root(
     node.atime = s.catalog.time;
     node.ctime = s.catalog.time;
     Entry::Stored(Stored {
-        snapshot,
-        name: name.as_bytes().to_vec(),
-        parent,
+        snapshot: snapshot as u32,
         key: Identity::root_key(&s.id, view),
         identity: None,
-        node: Arc::new(node),
-        starts: OnceLock::new(),
-        reads: Default::default(),
-        by_inode: OnceLock::new(),
+        place: Place::Root {
+            node: Arc::new(node),
+            name: name.as_bytes().to_vec(),
+            parent,
+        },
+        state: OnceLock::new(),
         lookups: AtomicU64::new(0),
     })
 }

@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use crate::format::Id;
 use crate::format::tree::{Node, Tree};
 use crate::repository::reader::Reader;
 use crate::repository::snapshots::Snapshot;
@@ -38,28 +39,86 @@ pub struct VirtualDir {
     pub children: Vec<(Vec<u8>, u64)>,
 }
 
+/// A stored directory, as its entries know it: its tree and its number.
+/// One per directory, shared by the entries of its children.
+pub struct DirRef {
+    pub tree: Id,
+    pub ino: u64,
+}
+
+/// Where a stored entry's node is. An entry of a tree keeps no copy of its
+/// node, only its place in its directory's tree (which the tree cache
+/// holds, or loads again): the table stays small however many inodes the
+/// kernel holds.
+pub enum Place {
+    /// A snapshot's root directory, made from its manifest.
+    Root {
+        node: Arc<Node>,
+        name: Vec<u8>,
+        parent: u64,
+    },
+    /// Entry `index` of the directory `dir`.
+    In { dir: Arc<DirRef>, index: u32 },
+}
+
+/// A stored node at hand: a snapshot root's own, or one of a tree.
+pub enum NodeRef {
+    Own(Arc<Node>),
+    InTree(Arc<Tree>, usize),
+}
+
+impl std::ops::Deref for NodeRef {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        match self {
+            NodeRef::Own(n) => n,
+            NodeRef::InTree(t, i) => &t.nodes[*i],
+        }
+    }
+}
+
+/// What a file being read or a directory being listed needs beyond its
+/// place; made when first needed.
+#[derive(Default)]
+pub struct State {
+    /// Where each extent of a file starts.
+    pub starts: OnceLock<Vec<u64>>,
+    /// How far a file has been read (of a directory: whether its files
+    /// were loaded ahead), for read-ahead.
+    pub reads: prefetch::Sequence,
+    /// A directory's entries (their positions) in the order of their inode
+    /// numbers, the order `cp -a` reads a directory in.
+    pub by_inode: OnceLock<Vec<u32>>,
+    /// A directory, as its children know it.
+    pub dir: OnceLock<Arc<DirRef>>,
+}
+
 /// An entry of a snapshot's tree (or a snapshot's root directory).
 pub struct Stored {
     /// Index into [`MountFs::snapshots`].
-    pub snapshot: usize,
-    pub name: Vec<u8>,
-    pub parent: u64,
+    pub snapshot: u32,
     /// The number this directory's children are hashed under.
     pub key: u64,
     /// None for a snapshot root, which has a fixed number.
     pub identity: Option<Identity>,
-    pub node: Arc<Node>,
-    /// Where each extent of a file starts, computed on first read.
-    pub starts: OnceLock<Vec<u64>>,
-    /// How far a file has been read, for read-ahead.
-    pub reads: prefetch::Sequence,
-    /// A directory's entries (their positions) in the order of their inode
-    /// numbers, the order `cp -a` reads a directory in; made when first
-    /// needed.
-    pub by_inode: OnceLock<Vec<u32>>,
+    pub place: Place,
+    pub state: OnceLock<Box<State>>,
     /// How many times the kernel was handed this inode and has not yet
     /// forgotten it; at 0 the entry leaves the table.
     pub lookups: AtomicU64,
+}
+
+impl Stored {
+    pub fn state(&self) -> &State {
+        self.state.get_or_init(Box::default)
+    }
+
+    pub fn parent(&self) -> u64 {
+        match &self.place {
+            Place::Root { parent, .. } => *parent,
+            Place::In { dir, .. } => dir.ino,
+        }
+    }
 }
 
 pub enum Entry {
@@ -80,11 +139,19 @@ impl Entry {
         }
     }
 
-    fn name_and_parent(&self) -> (&[u8], u64) {
+    fn name_and_parent(&self, fs: &MountFs) -> (Vec<u8>, u64) {
         match self {
-            Entry::Dir(d) => (&d.name, d.parent),
-            Entry::Link { name, parent, .. } => (name, *parent),
-            Entry::Stored(s) => (&s.name, s.parent),
+            Entry::Dir(d) => (d.name.clone(), d.parent),
+            Entry::Link { name, parent, .. } => (name.clone(), *parent),
+            Entry::Stored(s) => match &s.place {
+                Place::Root { name, parent, .. } => (name.clone(), *parent),
+                Place::In { dir, .. } => (
+                    fs.node_of(s)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_else(|_| b"?".to_vec()),
+                    dir.ino,
+                ),
+            },
         }
     }
 }
@@ -150,8 +217,8 @@ impl MountFs {
         let mut parts: Vec<Vec<u8>> = Vec::new();
         while ino != inode::ROOT && parts.len() <= crate::format::tree::MAX_DEPTH + 4 {
             let Some(e) = self.table.get(ino) else { break };
-            let (name, parent) = e.name_and_parent();
-            parts.push(name.to_vec());
+            let (name, parent) = e.name_and_parent(self);
+            parts.push(name);
             ino = parent;
         }
         let mut out = Vec::new();

@@ -100,7 +100,7 @@ impl Prefetcher {
     /// Notes a read of `offset..end` of `node` (whose extent `at` holds
     /// `offset`) by the open file `seq`; if its reads are sequential, loads
     /// the blobs of the extents that follow, up to the window.
-    pub fn after_read(&self, seq: &Sequence, node: &Arc<Node>, at: usize, offset: u64, end: u64) {
+    pub fn after_read(&self, seq: &Sequence, node: &Node, at: usize, offset: u64, end: u64) {
         let Some(pool) = &self.pool else { return };
         let reached = seq.reached.fetch_max(end, Ordering::Relaxed);
         let sequential = offset <= reached.saturating_add(SLACK) && offset.saturating_add(SLACK) >= reached;

@@ -11,7 +11,13 @@ impl MountFs {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         match &*e {
             Entry::Link { target, .. } => Ok(target.clone()),
-            Entry::Stored(s) if s.node.kind == NodeKind::Symlink => Ok(s.node.target.clone()),
+            Entry::Stored(s) => {
+                let node = self.node_of(s)?;
+                match node.kind {
+                    NodeKind::Symlink => Ok(node.target.clone()),
+                    _ => Err(Errno::EINVAL),
+                }
+            }
             _ => Err(Errno::EINVAL),
         }
     }
