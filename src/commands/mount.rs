@@ -37,6 +37,15 @@ fn parse_size(s: &str) -> Result<u64> {
 }
 
 pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
+    // Blobs of about 1 MiB are allocated and freed by many threads; glibc's
+    // default of an arena per thread keeps tens of MB of them resident
+    // (one arena: 250 MB peak instead of 306 MB copying a 1 GiB file, no
+    // slower).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let key = ctx.load_key()?.into_full("browse snapshots")?;
     let options = Options {
         cache_size: parse_size(&a.cache_size)?,

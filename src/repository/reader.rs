@@ -23,8 +23,9 @@ use crate::backend::Kind;
 
 /// The largest tree blob read: a directory of a few million entries.
 pub const MAX_TREE: u64 = 1 << 30;
-/// The most bytes one ranged read of neighbouring blobs spans.
-pub const MAX_SPAN: u64 = 64 << 20;
+/// The most bytes one ranged read of neighbouring blobs spans (bounded:
+/// every prefetch thread holds one span while it opens its blobs).
+pub const MAX_SPAN: u64 = 16 << 20;
 
 /// Sealed blobs of one pack read together: the bytes from the first one's
 /// offset to the last one's end.
