@@ -309,7 +309,7 @@ impl<'a> Reader<'a> {
         let plain = keys
             .open_blob(loc.entry.kind, id, &self.repo.id(), sealed)
             .map_err(|e| anyhow!("decrypting blob {id} of pack {} failed: {e}", loc.pack))?;
-        let data = decompress(&plain, loc.entry.raw_length as usize)
+        let data = decompress(plain, loc.entry.raw_length as usize)
             .with_context(|| format!("blob {id} of pack {}", loc.pack))?;
         if verify && Id(hmac(&self.key.shared.subkeys.blob_id, &data)) != *id {
             bail!("blob {id} of pack {} does not match its id", loc.pack);
@@ -323,9 +323,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decompress(plain: &[u8], raw_length: usize) -> Result<Vec<u8>> {
+/// The blob's bytes from its plaintext: a stored one in place (its
+/// encoding byte dropped, no second buffer), a compressed one decompressed.
+fn decompress(mut plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
     match plain.split_first() {
-        Some((0, rest)) => Ok(rest.to_vec()),
+        Some((0, _)) => {
+            plain.remove(0);
+            Ok(plain)
+        }
         Some((1, rest)) => {
             thread_local! {
                 static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
