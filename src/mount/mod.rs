@@ -5,7 +5,8 @@
 //! directories), [`dir`], [`file`], [`symlink`] and [`attr`] (what every
 //! stored node shows, devices, fifos and sockets included); [`inode`] is
 //! the numbering, [`lru`] the bounded caches, [`prefetch`] the read-ahead
-//! of sequentially read files, [`statfs`] the figures `df` shows,
+//! (of sequentially read files, of a directory's files and subtrees),
+//! [`statfs`] the figures `df` shows,
 //! [`filesystem`] the `fuser` handlers (they only reply) and [`daemon`]
 //! mounting and unmounting.
 

@@ -25,7 +25,7 @@ const WINDOW: usize = 16;
 const BYTES_PER_BLOB: u64 = 8 << 20;
 /// The memory of decrypted blobs a full window needs.
 pub const WINDOW_MEMORY: u64 = WINDOW as u64 * BYTES_PER_BLOB;
-/// Threads loading ahead, over every open file.
+/// Threads loading ahead, for every reader.
 const THREADS: usize = 4;
 /// A read starting this close to where the file's reads got to still
 /// counts as sequential (parallel requests of the kernel's read-ahead
@@ -98,7 +98,7 @@ impl Prefetcher {
     }
 
     /// Notes a read of `offset..end` of `node` (whose extent `at` holds
-    /// `offset`) by the open file `seq`; if its reads are sequential, loads
+    /// `offset`) by a reader of the file whose reads so far are `seq`; if its reads are sequential, loads
     /// the blobs of the extents that follow, up to the window.
     pub fn after_read(&self, seq: &Sequence, node: &Node, at: usize, offset: u64, end: u64) {
         let Some(pool) = &self.pool else { return };
