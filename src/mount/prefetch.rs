@@ -98,8 +98,9 @@ impl Prefetcher {
     }
 
     /// Notes a read of `offset..end` of `node` (whose extent `at` holds
-    /// `offset`) by a reader of the file whose reads so far are `seq`; if its reads are sequential, loads
-    /// the blobs of the extents that follow, up to the window.
+    /// `offset`), a file whose reads so far are `seq`; if its reads are
+    /// sequential, loads the blobs of the extents that follow, up to the
+    /// window.
     pub fn after_read(&self, seq: &Sequence, node: &Node, at: usize, offset: u64, end: u64) {
         let Some(pool) = &self.pool else { return };
         let reached = seq.reached.fetch_max(end, Ordering::Relaxed);
