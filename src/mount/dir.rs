@@ -4,7 +4,7 @@
 //! copy of its node.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicU32;
 
 use fuser::{Errno, FileAttr};
 
@@ -43,7 +43,7 @@ impl MountFs {
     /// its directory's tree.
     pub fn node_of(&self, s: &Stored) -> Result<NodeRef, Errno> {
         match &s.place {
-            Place::Root { node, .. } => Ok(NodeRef::Own(node.clone())),
+            Place::Root(r) => Ok(NodeRef::Own(r.node.clone())),
             Place::In { dir, index } => {
                 let tree = self.load_tree(dir.ino, &dir.tree)?;
                 if (*index as usize) < tree.nodes.len() {
@@ -76,13 +76,14 @@ impl MountFs {
         self.load_tree(ino, &dir.tree)
     }
 
-    /// The identity of an entry of the stored directory `parent`.
-    pub fn identity_of(&self, parent: &Stored, node: &Node) -> Identity {
+    /// The identity of an entry of the stored directory `parent`, whose
+    /// number is `parent_ino`.
+    pub fn identity_of(&self, parent_ino: u64, parent: &Stored, node: &Node) -> Identity {
         let snap = &self.snapshots[parent.snapshot as usize].id;
         if node.nlink > 1 && node.kind != NodeKind::Dir {
             Identity::linked(snap, node.dev, node.inode)
         } else {
-            Identity::named(snap, parent.key, &node.name)
+            Identity::named(snap, parent.key(parent_ino), &node.name)
         }
     }
 
@@ -98,18 +99,17 @@ impl MountFs {
         counted: bool,
     ) -> (u64, FileAttr) {
         let node = &tree.nodes[index];
-        let identity = self.identity_of(parent, node);
-        let (ino, _) = self.table.hashed(identity, counted, |ino| {
+        let identity = self.identity_of(dir.ino, parent, node);
+        let (ino, _) = self.table.hashed(identity, counted, |_| {
             Entry::Stored(Stored {
                 snapshot: parent.snapshot,
-                key: ino,
-                identity: Some(identity),
+                lookups: AtomicU32::new(0),
+                tag: identity.tag(),
                 place: Place::In {
                     dir: dir.clone(),
                     index: index as u32,
                 },
                 state: Default::default(),
-                lookups: AtomicU64::new(0),
             })
         });
         (ino, super::attr::stored_attr(ino, node))

@@ -121,7 +121,7 @@ impl MountFs {
                 .nodes
                 .iter()
                 .enumerate()
-                .map(|(i, node)| (inode::first_number(&self.identity_of(p, node)), i as u32))
+                .map(|(i, node)| (inode::first_number(&self.identity_of(dir.ino, p, node)), i as u32))
                 .collect();
             order.sort_unstable();
             order.into_iter().map(|(_, i)| i).collect()

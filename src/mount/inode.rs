@@ -42,6 +42,15 @@ impl Identity {
         ]))
     }
 
+    /// The half of the digest the number is not taken from, kept to tell
+    /// two identities on one number apart (never all zero: that is no
+    /// identity).
+    pub fn tag(&self) -> [u8; 16] {
+        let mut t: [u8; 16] = self.0[16..].try_into().expect("16 of 32 bytes");
+        t[15] |= 1;
+        t
+    }
+
     /// A snapshot's root directory seen under one view (`snapshots/`,
     /// `ids/`): the key its children are numbered under.
     pub fn root_key(snapshot: &Id, view: &str) -> u64 {
@@ -121,7 +130,7 @@ impl Table {
             let ino = number(&identity.0, attempt);
             let mut shard = self.shard(ino).write().unwrap_or_else(|e| e.into_inner());
             let e = match shard.get(&ino) {
-                Some(e) if e.identity() == Some(identity) => e.clone(),
+                Some(e) if e.tag() == Some(identity.tag()) => e.clone(),
                 Some(_) => {
                     attempt += 1;
                     continue;
@@ -133,7 +142,8 @@ impl Table {
                 }
             };
             if counted && let Entry::Stored(s) = &*e {
-                s.lookups.fetch_add(1, Ordering::Relaxed);
+                let n = s.lookups.load(Ordering::Relaxed);
+                s.lookups.store(n.saturating_add(1), Ordering::Relaxed);
             }
             return (ino, e);
         }
@@ -144,7 +154,8 @@ impl Table {
     pub fn forget(&self, ino: u64, n: u64) {
         let mut shard = self.shard(ino).write().unwrap_or_else(|e| e.into_inner());
         let gone = match shard.get(&ino).map(|e| &**e) {
-            Some(Entry::Stored(s)) if s.identity.is_some() => {
+            Some(Entry::Stored(s)) if s.tag != [0; 16] => {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
                 let left = s.lookups.load(Ordering::Relaxed).saturating_sub(n);
                 s.lookups.store(left, Ordering::Relaxed);
                 left == 0

@@ -3,11 +3,11 @@
 //! a fixed order; or, for one snapshot, its tree at the mount point.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
 
 use super::inode::{Identity, ROOT};
-use super::{Entry, MountFs, Place, Stored, VirtualDir};
+use super::{Entry, MountFs, Place, Root, Stored, VirtualDir};
 use crate::format::tree::check_name;
 
 struct Builder<'a> {
@@ -66,15 +66,15 @@ fn snapshot_root(
     node.ctime = s.catalog.time;
     Entry::Stored(Stored {
         snapshot: snapshot as u32,
-        key: Identity::root_key(&s.id, view),
-        identity: None,
-        place: Place::Root {
+        lookups: AtomicU32::new(0),
+        tag: [0; 16],
+        place: Place::Root(Box::new(Root {
             node: Arc::new(node),
             name: name.as_bytes().to_vec(),
             parent,
-        },
+            key: Identity::root_key(&s.id, view),
+        })),
         state: OnceLock::new(),
-        lookups: AtomicU64::new(0),
     })
 }
 

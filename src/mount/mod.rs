@@ -22,7 +22,7 @@ pub mod prefetch;
 pub mod statfs;
 pub mod symlink;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -31,7 +31,7 @@ use crate::format::tree::{Node, Tree};
 use crate::repository::reader::Reader;
 use crate::repository::snapshots::Snapshot;
 
-use inode::{Identity, Table};
+use inode::Table;
 
 /// A directory or symlink of the layout, not stored in any snapshot.
 pub struct VirtualDir {
@@ -53,13 +53,18 @@ pub struct DirRef {
 /// kernel holds.
 pub enum Place {
     /// A snapshot's root directory, made from its manifest.
-    Root {
-        node: Arc<Node>,
-        name: Vec<u8>,
-        parent: u64,
-    },
+    Root(Box<Root>),
     /// Entry `index` of the directory `dir`.
     In { dir: Arc<DirRef>, index: u32 },
+}
+
+/// A snapshot's root directory seen under one view (`snapshots/`, `ids/`).
+pub struct Root {
+    pub node: Arc<Node>,
+    pub name: Vec<u8>,
+    pub parent: u64,
+    /// The number its children are hashed under.
+    pub key: u64,
 }
 
 /// A stored node at hand: a snapshot root's own, or one of a tree.
@@ -94,29 +99,40 @@ pub struct State {
     pub dir: OnceLock<Arc<DirRef>>,
 }
 
-/// An entry of a snapshot's tree (or a snapshot's root directory).
+/// An entry of a snapshot's tree (or a snapshot's root directory): kept
+/// small, one per inode the kernel holds (a million after a `find` over a
+/// million files).
 pub struct Stored {
     /// Index into [`MountFs::snapshots`].
     pub snapshot: u32,
-    /// The number this directory's children are hashed under.
-    pub key: u64,
-    /// None for a snapshot root, which has a fixed number.
-    pub identity: Option<Identity>,
-    pub place: Place,
-    pub state: OnceLock<Box<State>>,
     /// How many times the kernel was handed this inode and has not yet
     /// forgotten it; at 0 the entry leaves the table.
-    pub lookups: AtomicU64,
+    pub lookups: AtomicU32,
+    /// Half of its identity's digest ([`Identity::tag`]), which tells it
+    /// from another identity given the same number; zero for a snapshot
+    /// root, which has a fixed number.
+    pub tag: [u8; 16],
+    pub place: Place,
+    pub state: OnceLock<Box<State>>,
 }
 
 impl Stored {
+    /// The number this directory's children are hashed under (`ino` is
+    /// its own).
+    pub fn key(&self, ino: u64) -> u64 {
+        match &self.place {
+            Place::Root(r) => r.key,
+            Place::In { .. } => ino,
+        }
+    }
+
     pub fn state(&self) -> &State {
         self.state.get_or_init(Box::default)
     }
 
     pub fn parent(&self) -> u64 {
         match &self.place {
-            Place::Root { parent, .. } => *parent,
+            Place::Root(r) => r.parent,
             Place::In { dir, .. } => dir.ino,
         }
     }
@@ -133,9 +149,11 @@ pub enum Entry {
 }
 
 impl Entry {
-    pub fn identity(&self) -> Option<Identity> {
+    /// The tag of a stored entry's identity; None for the layout's and
+    /// for snapshot roots.
+    pub fn tag(&self) -> Option<[u8; 16]> {
         match self {
-            Entry::Stored(s) => s.identity,
+            Entry::Stored(s) if s.tag != [0; 16] => Some(s.tag),
             _ => None,
         }
     }
@@ -145,7 +163,7 @@ impl Entry {
             Entry::Dir(d) => (d.name.clone(), d.parent),
             Entry::Link { name, parent, .. } => (name.clone(), *parent),
             Entry::Stored(s) => match &s.place {
-                Place::Root { name, parent, .. } => (name.clone(), *parent),
+                Place::Root(r) => (r.name.clone(), r.parent),
                 Place::In { dir, .. } => (
                     fs.node_of(s)
                         .map(|n| n.name.clone())
