@@ -266,3 +266,55 @@ fn the_mount_holds_a_shared_lock_so_removing_data_waits_until_it_is_gone() {
     // Unmounted, the lock is gone.
     env.run(&["repair", "index"]).ok();
 }
+
+/// Unmounts (lazily) a bind mount the test made, whatever happens.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_repository_that_cannot_be_written_mounts_without_a_lock() {
+    let env = Env::new();
+    env.init();
+    let src = sample(&env);
+    env.backup(&[&src]);
+    // Read-only even for root: a read-only bind mount of the repository.
+    let ro = env.path("ro-repo");
+    std::fs::create_dir_all(&ro).unwrap();
+    sh(&format!(
+        "mount --bind {r} {ro} && mount -o remount,ro,bind {ro}",
+        r = env.repo().display(),
+        ro = ro.display()
+    ));
+    let _bind = BindMount(ro.clone());
+    let at = env.path("mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let child = Command::new(BIN)
+        .env_clear()
+        .arg("-r")
+        .arg(&ro)
+        .arg("-k")
+        .arg(&env.keys.full)
+        .arg("--cache-dir")
+        .arg(env.path("cache"))
+        .arg("mount")
+        .arg(&at)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut m = Mounted::wait(child, &at);
+    let blob = under(&at.join("snapshots/latest"), &src).join("docs/blob.bin");
+    assert_eq!(
+        std::fs::read(blob).unwrap(),
+        std::fs::read(src.join("docs/blob.bin")).unwrap()
+    );
+    let (code, stderr) = m.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("mounting without a lock"), "{stderr}");
+}

@@ -61,8 +61,18 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let mountpoint = daemon::check_mountpoint(&a.mountpoint, &avoid)?;
     let repo = crate::repository::Repository::open(backend, &key.shared)?;
     // A shared lock for as long as the mount is up: whatever removes data
-    // (it takes an exclusive lock) waits until the mount is gone.
-    let lock = crate::repository::lock::acquire(&repo, &key.shared.subkeys, &cache, false, "mount")?;
+    // (it takes an exclusive lock) waits until the mount is gone. Without
+    // one (a repository this user cannot write, or another process's lock
+    // in the way) it still mounts: reading is what a rescue needs.
+    let lock = match crate::repository::lock::acquire(&repo, &key.shared.subkeys, &cache, false, "mount") {
+        Ok(l) => Some(l),
+        Err(e) => {
+            crate::warn(&format!(
+                "mounting without a lock ({e:#}): data removed meanwhile reads as I/O errors"
+            ));
+            None
+        }
+    };
     let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
     for (name, err) in &listing.refused {
         crate::warn(&format!("snapshot {name} is left out: {err:#}"));

@@ -100,7 +100,7 @@ impl MountFs {
     ) -> (u64, FileAttr) {
         let node = &tree.nodes[index];
         let identity = self.identity_of(dir.ino, parent, node);
-        let (ino, _) = self.table.hashed(identity, counted, |_| {
+        let (ino, entry) = self.table.hashed(identity, counted, |_| {
             Entry::Stored(Stored {
                 snapshot: parent.snapshot,
                 lookups: AtomicU32::new(0),
@@ -112,6 +112,14 @@ impl MountFs {
                 state: Default::default(),
             })
         });
+        // A hard link met before under another name is that entry, whose
+        // content reads are served from: its attributes go with it.
+        if let Entry::Stored(s) = &*entry
+            && !matches!(&s.place, Place::In { dir: d, index: i } if Arc::ptr_eq(d, dir) && *i as usize == index)
+            && let Ok(n) = self.node_of(s)
+        {
+            return (ino, super::attr::stored_attr(ino, &n));
+        }
         (ino, super::attr::stored_attr(ino, node))
     }
 

@@ -4,9 +4,12 @@
 //! failed read is tried again next time. An object is loaded once however
 //! many want it at once (the kernel's parallel read-ahead within one blob,
 //! a prefetch racing the read it prepares): the first to ask claims it and
-//! the others wait for that claim alone.
+//! the others wait for that claim alone. A claim taken ahead of time (by
+//! read-ahead, queued behind other work) is taken over by the first reader
+//! that needs it before its loader has started: nobody waits on a queue.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::format::Id;
@@ -18,6 +21,9 @@ const SHARDS: usize = 16;
 struct Gate {
     done: Mutex<bool>,
     opened: Condvar,
+    /// Someone is loading (or has loaded) the object: set by whoever
+    /// starts, once.
+    taken: AtomicBool,
 }
 
 impl Gate {
@@ -31,6 +37,11 @@ impl Gate {
     fn open(&self) {
         *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.opened.notify_all();
+    }
+
+    /// True for the one caller that gets to load the object.
+    fn take(&self) -> bool {
+        !self.taken.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -46,12 +57,15 @@ pub struct Lru<V> {
     budget: usize,
 }
 
-/// The right to load one missing object: others asking for it wait until
-/// it is filled or dropped (a failure: the next to ask loads it).
+/// The right to load one missing object, taken ahead of the load: those
+/// asking for it meanwhile take it over if its loader has not started
+/// ([`Claim::start`]), else wait until it is filled or dropped (a failure:
+/// the next to ask loads it).
 pub struct Claim<V> {
     lru: Arc<Lru<V>>,
     id: Id,
     gate: Arc<Gate>,
+    started: bool,
 }
 
 impl<V> Claim<V> {
@@ -59,19 +73,45 @@ impl<V> Claim<V> {
         &self.id
     }
 
-    /// Keeps the loaded value and wakes those waiting for it.
-    pub fn fill(self, value: V, weight: usize) -> Arc<V> {
-        let value = Arc::new(value);
-        self.lru
-            .finish(&self.id, &self.gate, Some((value.clone(), weight)));
-        value
+    /// True if the load is still this claim's to do (no reader took it
+    /// over); the loader calls it just before it loads.
+    pub fn start(&mut self) -> bool {
+        self.started = self.gate.take();
+        self.started
+    }
+
+    /// Keeps the loaded value (if this claim was started) and wakes those
+    /// waiting for it.
+    pub fn fill(self, value: V, weight: usize) {
+        if self.started {
+            self.lru
+                .finish(&self.id, &self.gate, Some((Arc::new(value), weight)));
+        }
     }
 }
 
 impl<V> Drop for Claim<V> {
     fn drop(&mut self) {
         // Filled or not, the claim ends here (a second `finish` of one
-        // gate changes nothing).
+        // gate changes nothing); one never started ends unless a reader
+        // took it over (that reader ends it).
+        if self.started || self.gate.take() {
+            self.lru.finish(&self.id, &self.gate, None);
+            self.gate.open();
+        }
+    }
+}
+
+/// A load under way in [`Lru::get_or_load`]: ended (the id no longer
+/// counted as loading, its waiters woken) even if the load panics.
+struct Loading<'a, V> {
+    lru: &'a Lru<V>,
+    id: Id,
+    gate: Arc<Gate>,
+}
+
+impl<V> Drop for Loading<'_, V> {
+    fn drop(&mut self) {
         self.lru.finish(&self.id, &self.gate, None);
         self.gate.open();
     }
@@ -87,8 +127,15 @@ impl<V> Lru<V> {
     /// A cache of about `bytes`, split evenly over the shards; each shard
     /// keeps at least its most recent object, however large.
     pub fn new(bytes: usize) -> Lru<V> {
+        Lru::with_shards(bytes, SHARDS)
+    }
+
+    /// A cache of about `bytes` in `shards` shards: fewer shards, larger
+    /// objects kept (each shard holds a share of the bytes).
+    pub fn with_shards(bytes: usize, shards: usize) -> Lru<V> {
+        let shards = shards.max(1);
         Lru {
-            shards: (0..SHARDS)
+            shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
                         map: ::lru::LruCache::unbounded(),
@@ -97,12 +144,18 @@ impl<V> Lru<V> {
                     })
                 })
                 .collect(),
-            budget: bytes / SHARDS,
+            budget: bytes / shards,
         }
     }
 
+    /// The bytes one shard keeps: an object larger than that evicts all
+    /// others of its shard.
+    pub fn shard_bytes(&self) -> usize {
+        self.budget
+    }
+
     fn shard(&self, id: &Id) -> std::sync::MutexGuard<'_, Shard<V>> {
-        self.shards[id.0[0] as usize % SHARDS]
+        self.shards[id.0[0] as usize % self.shards.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -148,6 +201,7 @@ impl<V> Lru<V> {
                 lru: self.clone(),
                 id: *id,
                 gate,
+                started: false,
             }),
             Ask::Cached(_) | Ask::Loading(_) => None,
         }
@@ -165,15 +219,26 @@ impl<V> Lru<V> {
         let gate = loop {
             match self.ask(id) {
                 Ask::Cached(v) => return Ok(v),
+                // Claimed ahead, not started yet: this reader loads it.
+                Ask::Loading(g) if g.take() => break g,
                 // Then cached, or failed: asked again, this reader may load.
                 Ask::Loading(g) => g.wait(),
-                Ask::Claimed(g) => break g,
+                Ask::Claimed(g) => {
+                    g.take();
+                    break g;
+                }
             }
         };
+        let loading = Loading {
+            lru: self,
+            id: *id,
+            gate,
+        };
         let result = load().map(Arc::new);
-        let kept = result.as_ref().ok().map(|v| (v.clone(), weight(v)));
-        self.finish(id, &gate, kept);
-        gate.open();
+        if let Ok(v) = &result {
+            self.finish(id, &loading.gate, Some((v.clone(), weight(v))));
+        }
+        drop(loading);
         result
     }
 }
@@ -246,10 +311,11 @@ mod tests {
     }
 
     #[test]
-    fn a_claimed_object_is_waited_for_not_loaded_again_and_a_dropped_claim_lets_the_reader_load() {
+    fn a_started_claim_is_waited_for_not_loaded_again_and_a_dropped_claim_lets_the_reader_load() {
         let lru: Arc<Lru<Vec<u8>>> = Arc::new(Lru::new(1 << 20));
-        let claim = lru.try_claim(&id(0, 5)).unwrap();
+        let mut claim = lru.try_claim(&id(0, 5)).unwrap();
         assert!(lru.try_claim(&id(0, 5)).is_none(), "claimed once only");
+        assert!(claim.start());
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 lru.get_or_load(&id(0, 5), Vec::len, || Err::<Vec<u8>, _>("loaded twice"))
@@ -259,8 +325,10 @@ mod tests {
             claim.fill(vec![3; 4], 4);
             assert_eq!(reader.join().unwrap(), Ok(4));
         });
-        // A claim dropped unfilled (a failed prefetch) hands the load on.
-        let claim = lru.try_claim(&id(0, 6)).unwrap();
+        // A started claim dropped unfilled (a failed prefetch) hands the
+        // load on.
+        let mut claim = lru.try_claim(&id(0, 6)).unwrap();
+        assert!(claim.start());
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 lru.get_or_load(&id(0, 6), Vec::len, || Ok::<_, ()>(vec![1; 2]))
@@ -271,5 +339,36 @@ mod tests {
             assert_eq!(reader.join().unwrap(), Ok(2));
         });
         assert!(lru.try_claim(&id(0, 6)).is_none(), "cached by the reader");
+    }
+
+    #[test]
+    fn a_claim_not_started_yet_is_taken_over_by_the_reader_that_needs_it() {
+        let lru: Arc<Lru<Vec<u8>>> = Arc::new(Lru::new(1 << 20));
+        // Claimed ahead, its load queued behind other work: the reader
+        // does not wait for the queue, it loads the object itself.
+        let mut claim = lru.try_claim(&id(0, 7)).unwrap();
+        let v = lru
+            .get_or_load(&id(0, 7), Vec::len, || Ok::<_, ()>(vec![5; 3]))
+            .unwrap();
+        assert_eq!(*v, vec![5; 3]);
+        // The queued load then finds it taken and does nothing.
+        assert!(!claim.start());
+        claim.fill(vec![9; 9], 9);
+        let v = lru.get_or_load(&id(0, 7), Vec::len, || Err(())).unwrap();
+        assert_eq!(*v, vec![5; 3]);
+    }
+
+    #[test]
+    fn a_load_that_panics_leaves_nothing_claimed() {
+        let lru: Lru<Vec<u8>> = Lru::new(1 << 20);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lru.get_or_load(&id(0, 8), Vec::len, || -> Result<Vec<u8>, ()> { panic!("a bug") })
+        }));
+        assert!(r.is_err());
+        // Not left "loading": the next reader loads it (no hang).
+        let v = lru
+            .get_or_load(&id(0, 8), Vec::len, || Ok::<_, ()>(vec![1]))
+            .unwrap();
+        assert_eq!(*v, vec![1]);
     }
 }

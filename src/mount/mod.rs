@@ -202,8 +202,11 @@ pub struct MountFs {
     pub owner: (u32, u32),
 }
 
-/// The bytes of a tree kept decoded in memory.
-const TREE_CACHE: usize = 64 << 20;
+/// The bytes of trees kept decoded in memory, in few shards: a reader's
+/// node is looked up in its directory's tree on every request, so a
+/// directory of tens of thousands of entries must stay cached.
+const TREE_CACHE: usize = 32 << 20;
+const TREE_SHARDS: usize = 2;
 
 impl MountFs {
     pub fn new(reader: Reader<'static>, snapshots: Vec<Snapshot>, options: &Options) -> MountFs {
@@ -215,7 +218,7 @@ impl MountFs {
         let reader = Arc::new(reader);
         let memory = options.cache_size.min(MEMORY);
         let blobs = Arc::new(lru::Lru::new(memory as usize));
-        let trees = Arc::new(lru::Lru::new(TREE_CACHE));
+        let trees = Arc::new(lru::Lru::with_shards(TREE_CACHE, TREE_SHARDS));
         MountFs {
             prefetch: prefetch::Prefetcher::new(reader.clone(), blobs.clone(), trees.clone(), memory),
             reader,

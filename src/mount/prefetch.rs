@@ -166,7 +166,15 @@ impl Prefetcher {
             .filter(|n| n.kind == NodeKind::Dir)
             .filter_map(|n| n.subtree)
             .take(SUBTREES)
-            .filter_map(|id| Some((self.reader.tree_location(&id)?, self.trees.try_claim(&id)?)))
+            .filter_map(|id| {
+                let loc = self.reader.tree_location(&id)?;
+                // One that would evict the others of its shard is left
+                // for a reader to load, if one wants it.
+                if loc.entry.raw_length as usize > self.trees.shard_bytes() / 4 {
+                    return None;
+                }
+                Some((loc, self.trees.try_claim(&id)?))
+            })
             .collect();
         if claimed.is_empty() {
             return;
@@ -200,27 +208,17 @@ fn claim_data(
         .collect()
 }
 
-/// Loads claimed objects: from the disk cache those it holds, the others
-/// lying close together in one pack with one ranged read (then kept in
-/// the disk cache), the groups and their objects opened in parallel and
-/// made into values by `decode`.
+/// Loads claimed objects, those lying close together in one pack as one
+/// group, the groups in parallel. When a group's turn comes, its claims
+/// that a reader took over meanwhile are left to that reader; of the rest,
+/// those the disk cache holds come from there, the others with one ranged
+/// read (then kept in the disk cache), opened in parallel and made into
+/// values by `decode`.
 fn load_grouped<V: Send + Sync>(
     reader: &Reader<'static>,
-    claimed: Vec<(Location, Claim<V>)>,
+    mut claimed: Vec<(Location, Claim<V>)>,
     decode: impl Fn(&Location, Vec<u8>) -> Option<(V, usize)> + Sync,
 ) {
-    let mut claimed: Vec<(Location, Claim<V>)> = claimed
-        .into_par_iter()
-        .filter_map(|(loc, claim)| match reader.read_cached(&loc, true) {
-            Some(data) => {
-                if let Some((value, w)) = decode(&loc, data) {
-                    claim.fill(value, w);
-                }
-                None
-            }
-            None => Some((loc, claim)),
-        })
-        .collect();
     claimed.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
     let mut groups: Vec<Vec<(Location, Claim<V>)>> = Vec::new();
     for (loc, claim) in claimed {
@@ -239,10 +237,27 @@ fn load_grouped<V: Send + Sync>(
         }
     }
     groups.into_par_iter().for_each(|group| {
-        let locs: Vec<Location> = group.iter().map(|(l, _)| *l).collect();
+        let mut rest = Vec::new();
+        for (loc, mut claim) in group {
+            if !claim.start() {
+                continue;
+            }
+            match reader.read_cached(&loc, true) {
+                Some(data) => {
+                    if let Some((value, w)) = decode(&loc, data) {
+                        claim.fill(value, w);
+                    }
+                }
+                None => rest.push((loc, claim)),
+            }
+        }
+        if rest.is_empty() {
+            return;
+        }
+        let locs: Vec<Location> = rest.iter().map(|(l, _)| *l).collect();
         // Failures drop the claims: the reads needing them retry and report.
         let Ok(span) = reader.read_span(&locs) else { return };
-        group.into_par_iter().for_each(|(loc, claim)| {
+        rest.into_par_iter().for_each(|(loc, claim)| {
             let Some(sealed) = span.sealed(&loc) else { return };
             let Ok(data) = reader.open_blob(&loc, sealed, true) else {
                 return;

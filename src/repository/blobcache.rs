@@ -100,11 +100,15 @@ impl BlobCache {
             }
             let st = rustix::fs::statat(&dir, n, AtFlags::SYMLINK_NOFOLLOW).ok();
             match (parse(n), st) {
-                (Some(k), Some(st)) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                (Some(k), Some(st))
+                    if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                        && (st.st_size as u64) <= bound =>
+                {
                     found.push(((st.st_mtime, st.st_mtime_nsec), k, st.st_size as u64));
                 }
                 // Not ours: a leftover temporary file, a symlink, a stray
-                // directory. Removed, never followed.
+                // directory, a file larger than the whole cache. Removed,
+                // never followed.
                 _ => {
                     let _ = rustix::fs::unlinkat(&dir, n, AtFlags::empty());
                 }
@@ -117,7 +121,7 @@ impl BlobCache {
         };
         for (_, k, size) in found {
             state.lru.put(k, size);
-            state.bytes += size;
+            state.bytes = state.bytes.saturating_add(size);
         }
         let inner = Arc::new(Inner {
             dir,
@@ -242,7 +246,8 @@ impl Inner {
                 return None;
             }
             let mut out = Vec::with_capacity(want as usize);
-            f.read_to_end(&mut out).ok()?;
+            // Never more than asked, should the file grow meanwhile.
+            (&mut f).take(want + 1).read_to_end(&mut out).ok()?;
             // The modification time orders the entries at the next start.
             let now = Timespec {
                 tv_sec: 0,
