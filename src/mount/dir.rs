@@ -15,13 +15,35 @@ use crate::format::tree::{Node, NodeKind, Tree};
 /// One entry of a directory listing: name, inode number, attributes.
 pub type Child = (Vec<u8>, u64, FileAttr);
 
-/// The rough memory a decoded tree holds.
+/// The heap a buffer of `n` bytes takes from the allocator.
+fn alloc(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).next_multiple_of(16).max(32)
+    }
+}
+
+/// The memory a decoded tree holds, allocator overhead included (a node
+/// of a short name and one extent takes about 450 bytes).
 pub fn tree_weight(t: &Tree) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| alloc(s.len()));
     t.nodes
         .iter()
-        .map(|n| 160 + n.name.len() + n.target.len() + n.content.len() * 48 + n.xattrs.len() * 64)
+        .map(|n| {
+            alloc(n.name.len())
+                + alloc(n.target.len())
+                + opt(&n.user)
+                + opt(&n.group)
+                + alloc(n.content.len() * std::mem::size_of::<crate::format::tree::Extent>())
+                + alloc(n.xattrs.len() * 48)
+                + n.xattrs
+                    .iter()
+                    .map(|(k, v)| alloc(k.len()) + alloc(v.len()))
+                    .sum::<usize>()
+        })
         .sum::<usize>()
-        + 64
+        + alloc(t.nodes.len() * std::mem::size_of::<Node>())
 }
 
 impl MountFs {
