@@ -12,8 +12,9 @@ use super::inode::Identity;
 use super::{DirRef, Entry, MountFs, NodeRef, Place, Stored};
 use crate::format::tree::{Node, NodeKind, Tree};
 
-/// One entry of a directory listing: name, inode number, attributes.
-pub type Child = (Vec<u8>, u64, FileAttr);
+/// One entry of a directory listing: name, inode number, attributes, and
+/// the entry (to count a lookup of, once the kernel takes it).
+pub type Child = (Vec<u8>, u64, FileAttr, Arc<Entry>);
 
 /// The heap a buffer of `n` bytes takes from the allocator.
 fn alloc(n: usize) -> usize {
@@ -119,7 +120,7 @@ impl MountFs {
         tree: &Tree,
         index: usize,
         counted: bool,
-    ) -> (u64, FileAttr) {
+    ) -> (u64, FileAttr, Arc<Entry>) {
         let node = &tree.nodes[index];
         let identity = self.identity_of(dir.ino, parent, node);
         let (ino, entry) = self.table.hashed(identity, counted, |_| {
@@ -140,9 +141,9 @@ impl MountFs {
             && !matches!(&s.place, Place::In { dir: d, index: i } if Arc::ptr_eq(d, dir) && *i as usize == index)
             && let Ok(n) = self.node_of(s)
         {
-            return (ino, super::attr::stored_attr(ino, &n));
+            return (ino, super::attr::stored_attr(ino, &n), entry);
         }
-        (ino, super::attr::stored_attr(ino, node))
+        (ino, super::attr::stored_attr(ino, node), entry)
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(u64, FileAttr), Errno> {
@@ -166,16 +167,18 @@ impl MountFs {
                     .nodes
                     .binary_search_by(|n| n.name.as_slice().cmp(name))
                     .map_err(|_| Errno::ENOENT)?;
-                Ok(self.stored_child(&dir, s, &tree, i, true))
+                let (ino, attr, _) = self.stored_child(&dir, s, &tree, i, true);
+                Ok((ino, attr))
             }
         }
     }
 
     /// Up to `count` entries of a directory from position `from`, where
     /// `.` and `..` come first: a large directory is listed in pieces, each
-    /// numbering only the entries it returns. `counted` for readdirplus,
-    /// whose entries the kernel counts as lookups.
-    pub fn children(&self, ino: u64, from: usize, count: usize, counted: bool) -> Result<Vec<Child>, Errno> {
+    /// numbering only the entries it returns. No lookup is counted: of a
+    /// readdirplus, only the entries that fit in the reply are
+    /// ([`super::inode::Table::count`]).
+    pub fn children(&self, ino: u64, from: usize, count: usize) -> Result<Vec<Child>, Errno> {
         let e = self.table.get(ino).ok_or(Errno::ENOENT)?;
         let parent = match &*e {
             Entry::Dir(d) => d.parent,
@@ -184,13 +187,13 @@ impl MountFs {
         };
         let mut out = Vec::new();
         if from == 0 {
-            out.push((b".".to_vec(), ino, self.attr(ino, &e)?));
+            out.push((b".".to_vec(), ino, self.attr(ino, &e)?, e.clone()));
         }
         if from <= 1
             && let Some(p) = self.table.get(parent)
             && let Ok(attr) = self.attr(parent, &p)
         {
-            out.push((b"..".to_vec(), parent, attr));
+            out.push((b"..".to_vec(), parent, attr, p.clone()));
         }
         let skip = from.saturating_sub(2);
         let want = count.saturating_sub(out.len());
@@ -200,7 +203,7 @@ impl MountFs {
                     if let Some(c) = self.table.get(*child)
                         && let Ok(attr) = self.attr(*child, &c)
                     {
-                        out.push((name.clone(), *child, attr));
+                        out.push((name.clone(), *child, attr, c.clone()));
                     }
                 }
             }
@@ -212,8 +215,8 @@ impl MountFs {
                     self.prefetch.subtrees(&tree);
                 }
                 for index in (skip..tree.nodes.len()).take(want) {
-                    let (child, attr) = self.stored_child(&dir, s, &tree, index, counted);
-                    out.push((tree.nodes[index].name.clone(), child, attr));
+                    let (child, attr, entry) = self.stored_child(&dir, s, &tree, index, false);
+                    out.push((tree.nodes[index].name.clone(), child, attr, entry));
                 }
             }
             Entry::Link { .. } => {}

@@ -20,8 +20,10 @@ use super::statfs::BLOCK;
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const GEN: Generation = Generation(0);
 /// Directory entries numbered per step of a listing: a reply holds a few
-/// dozen to a few hundred.
+/// dozen to a few hundred (a readdirplus reply, with attributes, a few
+/// dozen).
 const PIECE: usize = 128;
+const PIECE_PLUS: usize = 32;
 
 fn reply_xattr(r: Result<XattrReply, Errno>, reply: ReplyXattr) {
     match r {
@@ -109,11 +111,11 @@ impl Filesystem for MountFs {
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let mut at = offset as usize;
         loop {
-            let piece = match self.children(ino.0, at, PIECE, false) {
+            let piece = match self.children(ino.0, at, PIECE) {
                 Ok(p) => p,
                 Err(e) => return reply.error(e),
             };
-            for (name, child, attr) in &piece {
+            for (name, child, attr, _) in &piece {
                 at += 1;
                 if reply.add(INodeNo(*child), at as u64, attr.kind, OsStr::from_bytes(name)) {
                     return reply.ok();
@@ -135,18 +137,23 @@ impl Filesystem for MountFs {
     ) {
         let mut at = offset as usize;
         loop {
-            let piece = match self.children(ino.0, at, PIECE, true) {
+            let piece = match self.children(ino.0, at, PIECE_PLUS) {
                 Ok(p) => p,
                 Err(e) => return reply.error(e),
             };
-            for (name, child, attr) in &piece {
+            for (name, child, attr, entry) in &piece {
                 at += 1;
-                let name = OsStr::from_bytes(name);
-                if reply.add(INodeNo(*child), at as u64, name, &TTL, attr, GEN) {
+                let plain = OsStr::from_bytes(name);
+                if reply.add(INodeNo(*child), at as u64, plain, &TTL, attr, GEN) {
                     return reply.ok();
                 }
+                // The kernel takes this entry as a lookup (but not `.` and
+                // `..`): counted only now that it fits in the reply.
+                if name != b"." && name != b".." {
+                    self.table.count(*child, entry);
+                }
             }
-            if piece.len() < PIECE {
+            if piece.len() < PIECE_PLUS {
                 return reply.ok();
             }
         }

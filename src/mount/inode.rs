@@ -149,6 +149,26 @@ impl Table {
         }
     }
 
+    /// Counts one lookup of `entry`, numbered `ino`, handed to the kernel
+    /// in a readdirplus reply; entered again if it left the table since it
+    /// was listed (its number is then still its own unless another
+    /// identity took it meanwhile, which the kernel then finds gone).
+    pub fn count(&self, ino: u64, entry: &Arc<Entry>) {
+        let mut shard = self.shard(ino).write().unwrap_or_else(|e| e.into_inner());
+        let e = match shard.get(&ino) {
+            Some(e) if e.tag() == entry.tag() => e.clone(),
+            Some(_) => return,
+            None => {
+                shard.insert(ino, entry.clone());
+                entry.clone()
+            }
+        };
+        if let Entry::Stored(s) = &*e {
+            let n = s.lookups.load(Ordering::Relaxed);
+            s.lookups.store(n.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
     /// The kernel forgets `n` lookups of `ino`: an entry of a snapshot tree
     /// it no longer holds leaves the table (the layout's stay).
     pub fn forget(&self, ino: u64, n: u64) {
