@@ -253,6 +253,11 @@ pub struct MountArgs {
     pub cache_size: String,
     /// Keep no blobs on disk: read them from the repository each mount,
     /// cached in memory only
-    #[arg(long)]
+    #[arg(long, conflicts_with = "disk_cache")]
     pub no_disk_cache: bool,
+    /// Keep blobs on disk also for a repository in a local directory (by
+    /// default only remote repositories' are: a local one's reads cost no
+    /// more than the cache's); worth it for slow or removable storage
+    #[arg(long)]
+    pub disk_cache: bool,
 }

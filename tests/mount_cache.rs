@@ -35,8 +35,10 @@ fn blob_files(env: &Env) -> BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
+/// Mounts the latest snapshot with `-v` and the disk cache, which a
+/// repository in a local directory uses only when asked.
 fn mount_latest(env: &Env, extra: &[&str]) -> Mounted {
-    let mut args = vec!["-v", "--snapshot", "latest"];
+    let mut args = vec!["-v", "--snapshot", "latest", "--disk-cache"];
     args.extend_from_slice(extra);
     mount(env, &env.path("mnt"), &args)
 }
@@ -180,10 +182,20 @@ fn the_disk_cache_stays_within_cache_size() {
 }
 
 #[test]
-fn no_disk_cache_keeps_no_blob_files_where_a_default_mount_does() {
+fn a_local_repository_or_no_disk_cache_keeps_no_blob_files_where_disk_cache_does() {
     let env = Env::new();
     let src = repository(&env, 4 << 20);
-    let m = mount_latest(&env, &["--no-disk-cache"]);
+    // A local repository keeps none unless asked.
+    let m = mount(&env, &env.path("mnt"), &["-v", "--snapshot", "latest"]);
+    cp_and_compare(&env, &src, "big");
+    let (_, hits) = stop(m);
+    assert_eq!(hits, 0);
+    assert!(blob_files(&env).is_empty(), "blobs kept of a local repository");
+    let m = mount(
+        &env,
+        &env.path("mnt"),
+        &["-v", "--snapshot", "latest", "--no-disk-cache"],
+    );
     cp_and_compare(&env, &src, "big");
     let (_, hits) = stop(m);
     assert_eq!(hits, 0);
@@ -193,7 +205,11 @@ fn no_disk_cache_keeps_no_blob_files_where_a_default_mount_does() {
     stop(m);
     assert!(!blob_files(&env).is_empty(), "no blob kept on disk");
     // Kept blobs are not read either with --no-disk-cache.
-    let m = mount_latest(&env, &["--no-disk-cache"]);
+    let m = mount(
+        &env,
+        &env.path("mnt"),
+        &["-v", "--snapshot", "latest", "--no-disk-cache"],
+    );
     cp_and_compare(&env, &src, "big");
     let (reads, hits) = stop(m);
     assert!(reads > 0);

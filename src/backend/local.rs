@@ -98,6 +98,10 @@ impl Backend for Local {
         self.root.display().to_string()
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn create(&self) -> Result<()> {
         if self.root.join("config").exists() {
             bail!("a repository already exists at {}", self.root.display());

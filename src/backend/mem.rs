@@ -30,6 +30,10 @@ impl Backend for Mem {
         "memory".into()
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn create(&self) -> Result<()> {
         let mut g = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_some() {

@@ -83,6 +83,13 @@ pub trait Backend: Send + Sync {
     /// Where this backend stores, for messages.
     fn location(&self) -> String;
 
+    /// Reads cost no more than reads of the cache directory would (a local
+    /// directory, memory): a disk cache of what it holds would only add
+    /// I/O.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Creates what an empty repository needs; fails if one exists.
     fn create(&self) -> Result<()>;
 

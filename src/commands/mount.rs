@@ -91,7 +91,9 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let key: &'static _ = Box::leak(Box::new(key));
     let cache: &'static _ = Box::leak(Box::new(cache));
     let mut reader = Reader::open(repo, key, cache)?;
-    if !a.no_disk_cache {
+    // A local repository is read as fast as the cache directory would be:
+    // its blobs are cached on disk only when asked.
+    if !a.no_disk_cache && (a.disk_cache || !repo.backend.is_local()) {
         reader.use_disk_cache(options.cache_size);
     }
     let what = match &a.snapshot {

@@ -62,12 +62,21 @@ pub fn stored_attr(ino: u64, n: &Node) -> FileAttr {
 
 impl MountFs {
     pub fn attr(&self, ino: u64, e: &Entry) -> Result<FileAttr, Errno> {
-        let (kind, size, nlink) = match e {
-            Entry::Stored(s) => return Ok(stored_attr(ino, &*self.node_of(s)?)),
-            Entry::Dir(d) => (FileType::Directory, 0, 2 + d.children.len() as u32),
-            Entry::Link { target, .. } => (FileType::Symlink, target.len() as u64, 1),
-        };
-        Ok(FileAttr {
+        Ok(match e {
+            Entry::Stored(s) => stored_attr(ino, &*self.node_of(s)?),
+            Entry::Dir(d) => self.virtual_attr(ino, FileType::Directory, 0, 2 + d.children.len() as u32),
+            Entry::Link { target, .. } => self.virtual_attr(ino, FileType::Symlink, target.len() as u64, 1),
+        })
+    }
+
+    /// What `.` and `..` of a listing carry: only their type counts (the
+    /// kernel takes no attributes from them), so no tree is looked at.
+    pub fn dot_attr(&self, ino: u64) -> FileAttr {
+        self.virtual_attr(ino, FileType::Directory, 0, 2)
+    }
+
+    fn virtual_attr(&self, ino: u64, kind: FileType, size: u64, nlink: u32) -> FileAttr {
+        FileAttr {
             ino: INodeNo(ino),
             size,
             blocks: 0,
@@ -83,7 +92,7 @@ impl MountFs {
             rdev: 0,
             blksize: 4096,
             flags: 0,
-        })
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {

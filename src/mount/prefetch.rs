@@ -7,10 +7,8 @@
 //! fails says nothing: the read that needs the blob loads it again and
 //! reports the failure itself.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-use rayon::prelude::*;
+use std::sync::{Arc, Mutex, mpsc};
 
 use super::dir::tree_weight;
 use super::lru::{Claim, Lru};
@@ -62,12 +60,53 @@ impl Sequence {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run jobs in turn, idle ones asleep on the queue (a pool
+/// that spins while waiting for work takes the CPU the readers need).
+pub struct Pool {
+    queue: Mutex<mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Option<Pool> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for i in 0..threads {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("prefetch-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .ok()?;
+        }
+        Some(Pool {
+            queue: Mutex::new(queue),
+        })
+    }
+
+    fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        let _ = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Box::new(job));
+    }
+}
+
 /// The pool that loads blobs ahead of sequential readers.
 pub struct Prefetcher {
     reader: Arc<Reader<'static>>,
     blobs: Arc<Lru<Vec<u8>>>,
     trees: Arc<Lru<Tree>>,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<Pool>,
     window: usize,
 }
 
@@ -82,12 +121,7 @@ impl Prefetcher {
         memory: u64,
     ) -> Prefetcher {
         let window = ((memory / BYTES_PER_BLOB) as usize).min(WINDOW);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(THREADS)
-            .thread_name(|i| format!("prefetch-{i}"))
-            .build()
-            .ok()
-            .filter(|_| window > 0);
+        let pool = if window > 0 { Pool::new(THREADS) } else { None };
         Prefetcher {
             reader,
             blobs,
@@ -124,17 +158,11 @@ impl Prefetcher {
     /// Claims the blobs of `extents` now (a read arriving before the pool
     /// gets to them waits for the pool's load, it does not load them a
     /// second time) and has the pool load them.
-    fn load_data(&self, pool: &rayon::ThreadPool, extents: &[Extent]) {
+    fn load_data(&self, pool: &Pool, extents: &[Extent]) {
         let claimed = claim_data(&self.reader, &self.blobs, extents);
-        if claimed.is_empty() {
-            return;
-        }
-        let reader = self.reader.clone();
-        pool.spawn(move || {
-            load_grouped(&reader, claimed, |_, data| {
-                let w = data.len();
-                Some((data, w))
-            })
+        load_grouped(pool, &self.reader, claimed, |_, data| {
+            let w = data.len();
+            Some((data, w))
         });
     }
 
@@ -176,16 +204,10 @@ impl Prefetcher {
                 Some((loc, self.trees.try_claim(&id)?))
             })
             .collect();
-        if claimed.is_empty() {
-            return;
-        }
-        let reader = self.reader.clone();
-        pool.spawn(move || {
-            load_grouped(&reader, claimed, |loc, bytes| {
-                let t = Tree::decode(&bytes, &format!("tree {}", loc.entry.id)).ok()?;
-                let w = tree_weight(&t);
-                Some((t, w))
-            });
+        load_grouped(pool, &self.reader, claimed, |loc, bytes| {
+            let t = Tree::decode(&bytes, &format!("tree {}", loc.entry.id)).ok()?;
+            let w = tree_weight(&t);
+            Some((t, w))
         });
     }
 }
@@ -209,16 +231,20 @@ fn claim_data(
 }
 
 /// Loads claimed objects, those lying close together in one pack as one
-/// group, the groups in parallel. When a group's turn comes, its claims
-/// that a reader took over meanwhile are left to that reader; of the rest,
-/// those the disk cache holds come from there, the others with one ranged
-/// read (then kept in the disk cache), opened in parallel and made into
+/// group, each group a job of the pool. When a group's turn comes, its
+/// claims that a reader took over meanwhile are left to that reader; of
+/// the rest, those the disk cache holds come from there, the others with
+/// one ranged read (then kept in the disk cache), opened and made into
 /// values by `decode`.
-fn load_grouped<V: Send + Sync>(
-    reader: &Reader<'static>,
+fn load_grouped<V: Send + Sync + 'static>(
+    pool: &Pool,
+    reader: &Arc<Reader<'static>>,
     mut claimed: Vec<(Location, Claim<V>)>,
-    decode: impl Fn(&Location, Vec<u8>) -> Option<(V, usize)> + Sync,
+    decode: impl Fn(&Location, Vec<u8>) -> Option<(V, usize)> + Send + Sync + 'static,
 ) {
+    if claimed.is_empty() {
+        return;
+    }
     claimed.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
     let mut groups: Vec<Vec<(Location, Claim<V>)>> = Vec::new();
     for (loc, claim) in claimed {
@@ -236,37 +262,46 @@ fn load_grouped<V: Send + Sync>(
             _ => groups.push(vec![(loc, claim)]),
         }
     }
-    groups.into_par_iter().for_each(|group| {
-        let mut rest = Vec::new();
-        for (loc, mut claim) in group {
-            if !claim.start() {
-                continue;
-            }
-            match reader.read_cached(&loc, true) {
-                Some(data) => {
-                    if let Some((value, w)) = decode(&loc, data) {
-                        claim.fill(value, w);
-                    }
+    let decode = Arc::new(decode);
+    for group in groups {
+        let (reader, decode) = (reader.clone(), decode.clone());
+        pool.spawn(move || load_group(&reader, group, &*decode));
+    }
+}
+
+/// What a loaded blob's bytes are made into, with its weight.
+type Decode<V> = dyn Fn(&Location, Vec<u8>) -> Option<(V, usize)>;
+
+fn load_group<V>(reader: &Reader<'static>, group: Vec<(Location, Claim<V>)>, decode: &Decode<V>) {
+    let mut rest = Vec::new();
+    for (loc, mut claim) in group {
+        if !claim.start() {
+            continue;
+        }
+        match reader.read_cached(&loc, true) {
+            Some(data) => {
+                if let Some((value, w)) = decode(&loc, data) {
+                    claim.fill(value, w);
                 }
-                None => rest.push((loc, claim)),
             }
+            None => rest.push((loc, claim)),
         }
-        if rest.is_empty() {
-            return;
+    }
+    if rest.is_empty() {
+        return;
+    }
+    let locs: Vec<Location> = rest.iter().map(|(l, _)| *l).collect();
+    // Failures drop the claims: the reads needing them retry and report.
+    let Ok(span) = reader.read_span(&locs) else { return };
+    for (loc, claim) in rest {
+        let Some(sealed) = span.sealed(&loc) else { continue };
+        let Ok(data) = reader.open_blob(&loc, sealed, true) else {
+            continue;
+        };
+        if let Some((value, w)) = decode(&loc, data) {
+            // The reader waiting for it first, the disk cache after.
+            claim.fill(value, w);
+            reader.keep(&loc, sealed);
         }
-        let locs: Vec<Location> = rest.iter().map(|(l, _)| *l).collect();
-        // Failures drop the claims: the reads needing them retry and report.
-        let Ok(span) = reader.read_span(&locs) else { return };
-        rest.into_par_iter().for_each(|(loc, claim)| {
-            let Some(sealed) = span.sealed(&loc) else { return };
-            let Ok(data) = reader.open_blob(&loc, sealed, true) else {
-                return;
-            };
-            if let Some((value, w)) = decode(&loc, data) {
-                // The reader waiting for it first, the disk cache after.
-                claim.fill(value, w);
-                reader.keep(&loc, sealed);
-            }
-        });
-    });
+    }
 }
