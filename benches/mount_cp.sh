@@ -2,7 +2,7 @@
 # Cold sequential `cp` of a 1 GiB random file out of the mount (page cache
 # dropped, fresh daemon, disk cache of blobs emptied), three runs each,
 # against the null FUSE filesystem; then the same with the disk cache
-# warm (filled by one untimed run with a cache large enough for the file,
+# warm (`--disk-cache`, filled by one untimed run with a cache large enough for the file,
 # page cache still dropped: the cached blobs are read from disk). Prints
 # each run and the median. Compares strongroom binaries given as arguments
 # (e.g. a build from before a change, then this one).
@@ -60,6 +60,6 @@ report() {
 }
 for b in "${bins[@]}"; do
   report "$b" cold "$b" -r "$repo" -k "$bench/key" mount "$mnt" --snapshot latest
-  report "$b, disk cache warm" warm "$b" -r "$repo" -k "$bench/key" mount "$mnt" --snapshot latest --cache-size 2G
+  report "$b, disk cache warm" warm "$b" -r "$repo" -k "$bench/key" mount "$mnt" --snapshot latest --disk-cache --cache-size 2G
 done
 report "null filesystem" cold "$nullfs" "$mnt" 1024
