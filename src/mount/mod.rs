@@ -205,7 +205,7 @@ pub struct MountFs {
 /// The bytes of trees kept decoded in memory, in few shards: a reader's
 /// node is looked up in its directory's tree on every request, so a
 /// directory of tens of thousands of entries must stay cached.
-const TREE_CACHE: usize = 48 << 20;
+const TREE_CACHE: usize = 32 << 20;
 const TREE_SHARDS: usize = 2;
 
 impl MountFs {
