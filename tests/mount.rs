@@ -4,6 +4,7 @@
 mod util;
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Command;
 
 use util::fuse::{Mounted, is_mounted, ls, mount, readlink, statfs_errno};
@@ -183,19 +184,29 @@ fn mounts_from_a_rescue_shell_environment() {
     env.init();
     let src = sample(&env);
     env.backup(&[&src]);
-    let at = env.path("mnt");
-    std::fs::create_dir_all(&at).unwrap();
     // No HOME or XDG variables, cwd /, no fusermount on PATH, and a cache
     // directory that cannot be made.
-    let child = Command::new(BIN)
-        .env_clear()
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
         .env("PATH", env.path("empty-bin"))
-        .current_dir("/")
+        .current_dir("/");
+    let _m = bare_mount(cmd, &env, &env.repo(), Path::new("/proc/strongroom-cache"));
+    reads_back(&env, &src);
+}
+
+/// Mounts `repo` at `mnt` with the full key and cache directory `cache`,
+/// through `cmd` (the binary, its environment set), as a rescue shell
+/// would: nothing from the test's own environment.
+fn bare_mount(mut cmd: Command, env: &Env, repo: &Path, cache: &Path) -> Mounted {
+    let at = env.path("mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let child = cmd
         .arg("-r")
-        .arg(env.repo())
+        .arg(repo)
         .arg("-k")
         .arg(&env.keys.full)
-        .args(["--cache-dir", "/proc/strongroom-cache"])
+        .arg("--cache-dir")
+        .arg(cache)
         .arg("mount")
         .arg(&at)
         .stdin(std::process::Stdio::null())
@@ -203,8 +214,12 @@ fn mounts_from_a_rescue_shell_environment() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let _m = Mounted::wait(child, &at);
-    let blob = under(&at.join("snapshots/latest"), &src).join("docs/blob.bin");
+    Mounted::wait(child, &at)
+}
+
+/// The sample's `docs/blob.bin` reads back identical through the mount.
+fn reads_back(env: &Env, src: &Path) {
+    let blob = under(&env.path("mnt/snapshots/latest"), src).join("docs/blob.bin");
     assert_eq!(
         std::fs::read(blob).unwrap(),
         std::fs::read(src.join("docs/blob.bin")).unwrap()
@@ -291,29 +306,10 @@ fn a_repository_that_cannot_be_written_mounts_without_a_lock() {
         ro = ro.display()
     ));
     let _bind = BindMount(ro.clone());
-    let at = env.path("mnt");
-    std::fs::create_dir_all(&at).unwrap();
-    let child = Command::new(BIN)
-        .env_clear()
-        .arg("-r")
-        .arg(&ro)
-        .arg("-k")
-        .arg(&env.keys.full)
-        .arg("--cache-dir")
-        .arg(env.path("cache"))
-        .arg("mount")
-        .arg(&at)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut m = Mounted::wait(child, &at);
-    let blob = under(&at.join("snapshots/latest"), &src).join("docs/blob.bin");
-    assert_eq!(
-        std::fs::read(blob).unwrap(),
-        std::fs::read(src.join("docs/blob.bin")).unwrap()
-    );
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear();
+    let mut m = bare_mount(cmd, &env, &ro, &env.path("cache"));
+    reads_back(&env, &src);
     let (code, stderr) = m.stop(libc::SIGTERM);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("mounting without a lock"), "{stderr}");
