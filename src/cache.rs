@@ -139,11 +139,6 @@ impl Cache {
         Cache { dir: Some(fd) }
     }
 
-    /// A cache that keeps nothing.
-    pub fn none() -> Cache {
-        Cache { dir: None }
-    }
-
     /// Where the cache directory is, if there is one.
     pub fn path(&self) -> Option<PathBuf> {
         let fd = self.dir.as_ref()?;

@@ -207,6 +207,7 @@ pub fn parse_on_disk(bytes: &[u8], path: &Path) -> Result<KeyFileOnDisk> {
 
 /// Opens a key file, asking for its passphrase if it has one.
 pub fn load(path: &Path, passphrases: &PassphraseSource) -> Result<Key> {
+    // The binary did this first thing; a library user may not have.
     keep_out_of_core_dumps();
     let mut file = read_on_disk(path)?;
     let plain = match &file.kdf {
@@ -288,7 +289,7 @@ fn check_certificate(key: &WriterKey) -> Result<()> {
 /// Keeps secrets out of core dumps and away from same-user debuggers: no
 /// core file, and a process other unprivileged processes cannot ptrace or
 /// read through /proc.
-fn keep_out_of_core_dumps() {
+pub fn keep_out_of_core_dumps() {
     let none = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -7,7 +7,10 @@ use strongroom::error::{EXIT_OK, EXIT_USAGE, exit_code, is_broken_pipe};
 use strongroom::escape;
 
 fn main() {
-    // SAFETY: the first thing `main` does; no other thread exists yet.
+    // Before any secret is in memory: a passphrase from the environment,
+    // a key file, or a key `keygen` makes.
+    strongroom::keys::keep_out_of_core_dumps();
+    // SAFETY: early in `main`; no other thread exists yet.
     unsafe { strongroom::keys::take_env_passphrase() };
     // Before any thread starts, so that every thread inherits the mask.
     strongroom::interrupt::install();

@@ -334,6 +334,8 @@ fn verified_manifests_are_remembered_and_check_still_reads_them_all() {
             .iter()
             .any(|s| s["id"] == second.as_str())
     );
+    // Verified again, it is remembered afresh.
+    assert_ne!(std::fs::read(remembered.join(&second)).unwrap(), b"forged");
     // A manifest that is gone is forgotten.
     std::fs::remove_file(env.repo().join("snapshots").join(&second)).unwrap();
     env.run(&["snapshots"]).ok();

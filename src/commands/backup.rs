@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         }
         (Key::Writer(w), _) => w.host.clone(),
         (Key::Full(_), Some(h)) => h.clone(),
-        (Key::Full(_), None) => super::hostname(),
+        (Key::Full(_), None) => crate::hostname(),
     };
     let time = match &a.time {
         Some(t) => super::parse_time(t)?,

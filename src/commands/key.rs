@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         } => {
             refuse_existing(&out)?;
             let key = ctx.load_key()?.into_full("export a writer key")?;
-            let host = host.unwrap_or_else(super::hostname);
+            let host = host.unwrap_or_else(crate::hostname);
             let pass = new_passphrase(no_passphrase, new_passphrase_file)?;
             let writer = key.export_writer(&host, bits)?;
             keys::save(&Key::Writer(writer), &out, pass.as_deref().map(|p| &p[..]))?;

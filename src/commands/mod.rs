@@ -115,11 +115,6 @@ pub fn run(command: Command, global: Global) -> Result<()> {
     }
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    crate::hostname()
-}
-
 /// RFC 3339, UTC, seconds (nanoseconds when `precise`).
 pub fn format_time(t: &Timestamp, precise: bool) -> String {
     match jiff::Timestamp::new(t.sec, if precise { t.nsec as i32 } else { 0 }) {

@@ -28,9 +28,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let cache = ctx.cache();
     let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys, &cache, true, "repair index")?;
     let backend = repo.backend.as_ref();
+    // Names and errors come from the repository: escaped for the terminal.
     let report = |m: String| {
         if !ctx.global.quiet {
-            println!("{m}");
+            println!("{}", crate::escape::text(&m));
         }
     };
 

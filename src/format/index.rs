@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{BlobKind, Id, RunId};
 
 /// One blob's place in a pack. Pack headers carry the same entries.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct BlobEntry {
     pub id: Id,
     pub kind: BlobKind,

@@ -175,9 +175,9 @@ pub enum Entry<'a> {
     /// A symlink, by name in its directory (never followed).
     Link(BorrowedFd<'a>, &'a OsStr),
     /// A special file: an `O_PATH` descriptor of the very inode this
-    /// restore made (so a symlink swapped into its place is never
-    /// followed), and its name in its directory.
-    Special(BorrowedFd<'a>, BorrowedFd<'a>, &'a OsStr),
+    /// restore made (so nothing swapped into its place, a symlink or a hard
+    /// link, is ever touched).
+    Special(BorrowedFd<'a>),
 }
 
 /// The `/proc/self/fd` path of a descriptor, which reaches its inode.
@@ -219,7 +219,7 @@ pub fn set_xattr(entry: &Entry, name: &[u8], value: &[u8]) -> io::Result<()> {
             rfs::lsetxattr(OsStr::from_bytes(&p), name, value, rfs::XattrFlags::empty()).map_err(io)
         }
         // ...and a special file through its own descriptor's magic link.
-        Entry::Special(fd, _, _) => {
+        Entry::Special(fd) => {
             let p = proc_path(*fd, b"");
             rfs::setxattr(OsStr::from_bytes(&p), name, value, rfs::XattrFlags::empty()).map_err(io)
         }
@@ -233,7 +233,7 @@ pub fn set_owner(entry: &Entry, uid: u32, gid: u32) -> io::Result<()> {
         Entry::Link(dir, name) => {
             rfs::chownat(dir, *name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW).map_err(io)
         }
-        Entry::Special(fd, _, _) => rfs::chownat(fd, "", Some(u), Some(g), AtFlags::EMPTY_PATH).map_err(io),
+        Entry::Special(fd) => rfs::chownat(fd, "", Some(u), Some(g), AtFlags::EMPTY_PATH).map_err(io),
     }
 }
 
@@ -244,7 +244,7 @@ pub fn set_mode(entry: &Entry, mode: u32) -> io::Result<()> {
         Entry::Open(fd) => rfs::fchmod(fd, mode).map_err(io),
         // Through the magic link of the inode this restore made: no name
         // is resolved, so nothing swapped into its place is followed.
-        Entry::Special(fd, _, _) => rfs::chmod(OsStr::from_bytes(&proc_path(*fd, b"")), mode).map_err(io),
+        Entry::Special(fd) => rfs::chmod(OsStr::from_bytes(&proc_path(*fd, b"")), mode).map_err(io),
         Entry::Link(..) => Ok(()),
     }
 }
@@ -253,9 +253,14 @@ pub fn set_times(entry: &Entry, node: &Node) -> io::Result<()> {
     let ts = timestamps(node);
     match entry {
         Entry::Open(fd) => rfs::futimens(fd, &ts).map_err(io),
-        Entry::Link(dir, name) | Entry::Special(_, dir, name) => {
-            rfs::utimensat(dir, *name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io)
-        }
+        Entry::Link(dir, name) => rfs::utimensat(dir, *name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io),
+        Entry::Special(fd) => rfs::utimensat(
+            rfs::CWD,
+            OsStr::from_bytes(&proc_path(*fd, b"")),
+            &ts,
+            AtFlags::empty(),
+        )
+        .map_err(io),
     }
 }
 
@@ -300,7 +305,7 @@ mod tests {
         let fd = open_special(dir.as_fd(), "fifo".as_ref(), &node).unwrap();
         std::fs::remove_file(d.path().join("fifo")).unwrap();
         std::os::unix::fs::symlink(&victim, d.path().join("fifo")).unwrap();
-        let entry = Entry::Special(fd.as_fd(), dir.as_fd(), "fifo".as_ref());
+        let entry = Entry::Special(fd.as_fd());
         set_mode(&entry, node.mode).unwrap();
         let m = std::fs::metadata(&victim).unwrap().permissions().mode();
         assert_eq!(m & 0o7777, 0o600);

@@ -320,7 +320,7 @@ impl<'a> Restorer<'a> {
                 let r = beneath::create_special(dir, name, node).context("creating the special file")?;
                 self.replaced(rel, r);
                 let fd = beneath::open_special(dir, name, node).context("opening the special file")?;
-                self.set_metadata(&Entry::Special(fd.as_fd(), dir, name), node)
+                self.set_metadata(&Entry::Special(fd.as_fd()), node)
             }
             NodeKind::Dir => unreachable!("directories are planned separately"),
         }

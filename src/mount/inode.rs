@@ -79,6 +79,15 @@ fn number(digest: &[u8; 32], attempt: u64) -> u64 {
     n | HASHED
 }
 
+/// Counts one more lookup of `e` (the caller holds its shard's lock, as
+/// [`Table::forget`] takes it).
+fn looked_up(e: &Entry) {
+    if let Entry::Stored(s) = e {
+        let n = s.lookups.load(Ordering::Relaxed);
+        s.lookups.store(n.saturating_add(1), Ordering::Relaxed);
+    }
+}
+
 /// Every inode handed to the kernel, in shards so that lookups on
 /// different inodes rarely wait for each other.
 pub struct Table {
@@ -114,11 +123,14 @@ impl Table {
             .insert(ino, Arc::new(entry));
     }
 
-    /// The number of a snapshot entry of this identity, entering it if it
-    /// is new; `make` builds the entry for the number chosen. With
-    /// `counted`, one more lookup is counted, under the same lock as
-    /// [`Table::forget`] takes, so an entry is never dropped while the
-    /// kernel holds it.
+    /// The number of a snapshot entry of this identity, and its entry: the
+    /// one in the table, or one `make` builds for the number chosen. With
+    /// `counted` (a lookup the kernel takes) a new entry is entered and one
+    /// more lookup counted, under the same lock as [`Table::forget`] takes,
+    /// so an entry is never dropped while the kernel holds it; without, a
+    /// new entry is not entered (a listing enters what the kernel takes of
+    /// it with [`Table::count`]), so the table holds only what the kernel
+    /// holds.
     pub fn hashed(
         &self,
         identity: Identity,
@@ -137,13 +149,14 @@ impl Table {
                 }
                 None => {
                     let e = Arc::new(make(ino));
-                    shard.insert(ino, e.clone());
+                    if counted {
+                        shard.insert(ino, e.clone());
+                    }
                     e
                 }
             };
-            if counted && let Entry::Stored(s) = &*e {
-                let n = s.lookups.load(Ordering::Relaxed);
-                s.lookups.store(n.saturating_add(1), Ordering::Relaxed);
+            if counted {
+                looked_up(&e);
             }
             return (ino, e);
         }
@@ -163,10 +176,7 @@ impl Table {
                 entry.clone()
             }
         };
-        if let Entry::Stored(s) = &*e {
-            let n = s.lookups.load(Ordering::Relaxed);
-            s.lookups.store(n.saturating_add(1), Ordering::Relaxed);
-        }
+        looked_up(&e);
     }
 
     /// The kernel forgets `n` lookups of `ino`: an entry of a snapshot tree

@@ -108,16 +108,19 @@ pub fn time_names(fs: &MountFs) -> Vec<String> {
 /// snapshot shares.
 pub fn id_prefixes(fs: &MountFs) -> Vec<String> {
     let hexes: Vec<String> = fs.snapshots.iter().map(|s| s.id.to_hex()).collect();
-    hexes
-        .iter()
-        .map(|h| {
-            let mut len = 8;
-            while len < h.len() && hexes.iter().filter(|o| o.starts_with(&h[..len])).count() > 1 {
-                len += 1;
-            }
-            h[..len].to_string()
-        })
-        .collect()
+    // In sorted order an id shares its longest prefix with a neighbour:
+    // one digit more than that sets it apart from all.
+    let mut order: Vec<usize> = (0..hexes.len()).collect();
+    order.sort_by(|&a, &b| hexes[a].cmp(&hexes[b]));
+    let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    let mut len = vec![8; hexes.len()];
+    for pair in order.windows(2) {
+        let n = common(&hexes[pair[0]], &hexes[pair[1]]) + 1;
+        for &i in pair {
+            len[i] = len[i].max(n).min(hexes[i].len());
+        }
+    }
+    hexes.iter().zip(len).map(|(h, n)| h[..n].to_string()).collect()
 }
 
 /// The newest snapshot of `members` not dated in the future (else the

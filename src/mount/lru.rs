@@ -69,10 +69,6 @@ pub struct Claim<V> {
 }
 
 impl<V> Claim<V> {
-    pub fn id(&self) -> &Id {
-        &self.id
-    }
-
     /// True if the load is still this claim's to do (no reader took it
     /// over); the loader calls it just before it loads.
     pub fn start(&mut self) -> bool {

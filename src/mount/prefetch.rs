@@ -65,7 +65,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Threads that run jobs in turn, idle ones asleep on the queue (a pool
 /// that spins while waiting for work takes the CPU the readers need).
 pub struct Pool {
-    queue: Mutex<mpsc::Sender<Job>>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl Pool {
@@ -87,17 +87,11 @@ impl Pool {
                 })
                 .ok()?;
         }
-        Some(Pool {
-            queue: Mutex::new(queue),
-        })
+        Some(Pool { queue })
     }
 
     fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        let _ = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Box::new(job));
+        let _ = self.queue.send(Box::new(job));
     }
 }
 

@@ -166,20 +166,29 @@ impl Index {
     pub fn insert_pack(&mut self, p: &PackEntries) {
         let known = self.packs.contains_key(&p.pack);
         self.packs.entry(p.pack).or_insert(p.size);
+        // Of a pack named again, the entries it has already, each id's
+        // looked up once (a hostile index file may repeat one id a million
+        // times).
+        let mut have: HashSet<BlobEntry> = HashSet::new();
+        let mut looked_up: HashSet<Id> = HashSet::new();
         for e in &p.blobs {
-            let loc = Location {
+            if known {
+                if looked_up.insert(e.id) {
+                    have.extend(
+                        self.locations(&e.id)
+                            .iter()
+                            .filter(|l| l.pack == p.pack)
+                            .map(|l| l.entry),
+                    );
+                }
+                if !have.insert(*e) {
+                    continue;
+                }
+            }
+            self.added.entry(e.id).or_default().push(Location {
                 pack: p.pack,
                 entry: *e,
-            };
-            if known
-                && self
-                    .locations(&e.id)
-                    .iter()
-                    .any(|l| l.pack == loc.pack && l.entry == loc.entry)
-            {
-                continue;
-            }
-            self.added.entry(e.id).or_default().push(loc);
+            });
         }
     }
 

@@ -66,7 +66,7 @@ impl Repository {
     /// Opens a repository, verifying its config under the root public key
     /// of the caller's own key file (never one taken from the repository).
     pub fn open(backend: Arc<dyn Backend>, key: &Shared) -> Result<Repository> {
-        let bytes = backend.read(Kind::Config, "config").map_err(|e| {
+        let bytes = crate::backend::read_bounded(backend.as_ref(), Kind::Config, "config").map_err(|e| {
             if is_not_found(&e) {
                 anyhow!("there is no strongroom repository at {}", backend.location())
             } else {
@@ -74,7 +74,7 @@ impl Repository {
             }
         })?;
         let damaged = || anyhow!("the config of {} is damaged", backend.location());
-        let signed: Signed = postcard::from_bytes(&bytes).map_err(|_| damaged())?;
+        let signed: Signed = crate::format::decode(&bytes, "the config").map_err(|_| damaged())?;
         if !key
             .root_public
             .verify(config::SIGNED_TYPE, &signed.body, &signed.signature)
@@ -84,7 +84,7 @@ impl Repository {
                 backend.location()
             );
         }
-        let config: Config = postcard::from_bytes(&signed.body).map_err(|_| damaged())?;
+        let config: Config = crate::format::decode(&signed.body, "the config").map_err(|_| damaged())?;
         if config.format != FORMAT_VERSION {
             bail!(
                 "repository {} has format {}, this strongroom reads format {FORMAT_VERSION}",

@@ -224,6 +224,9 @@ impl<'a> Reader<'a> {
     /// pack instead.
     pub fn read_cached(&self, loc: &Location, verify: bool) -> Option<Vec<u8>> {
         let disk = self.disk.as_ref()?;
+        // Without the run's keys nothing opens: that says nothing of the
+        // entry, which stays.
+        self.keyring.get(&loc.entry.run).ok()?;
         let sealed = disk.get(loc)?;
         match self.open_blob(loc, &sealed, verify) {
             Ok(data) => {
