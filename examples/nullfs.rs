@@ -2,8 +2,10 @@
 //! computed from their offset. No storage, no decryption, no cache: what
 //! `cp` gets from it is the ceiling of any FUSE read path on this machine,
 //! which `benches/mount.sh` measures strongroom's mount against. It mounts
-//! with the options strongroom's mount uses (read-only, `FOPEN_KEEP_CACHE`,
-//! the largest reads, one thread per core) and runs until unmounted.
+//! read-only with one thread per core and 1 MiB of read-ahead, answers
+//! `open` with `FOPEN_KEEP_CACHE` (strongroom's mount needs no open request
+//! at all, which the kernel then treats the same way), computes each read's
+//! bytes afresh, and runs until unmounted.
 //!
 //!   cargo run --release --example nullfs -- MOUNTPOINT [SIZE_MIB]   # default 1024
 
