@@ -443,9 +443,6 @@ fn prompt_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
         })?;
     use std::os::fd::AsRawFd;
     let fd = tty.as_raw_fd();
-    let mut w = &tty;
-    w.write_all(prompt.as_bytes())?;
-    w.flush()?;
     // SAFETY: termios calls on a file descriptor we own, with a zeroed struct
     // the kernel fills in.
     let mut old: libc::termios = unsafe { std::mem::zeroed() };
@@ -456,19 +453,24 @@ fn prompt_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
         new.c_lflag |= libc::ECHONL;
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &new) };
     }
+    // Asked only once echo is off: nothing typed after the prompt shows.
+    let mut w = &tty;
+    let asked = w.write_all(prompt.as_bytes()).and_then(|()| w.flush());
     // Byte by byte, unbuffered: no reader's buffer keeps a copy.
     let mut line = Zeroizing::new(Vec::new());
     let mut byte = Zeroizing::new([0u8; 1]);
     let mut r = &tty;
-    let read = loop {
-        match r.read(&mut byte[..]) {
-            Ok(0) => break Ok(()),
-            Ok(_) if byte[0] == b'\n' => break Ok(()),
-            Ok(_) => push_secret(&mut line, &byte[..]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(e),
+    let read = asked.and_then(|()| {
+        loop {
+            match r.read(&mut byte[..]) {
+                Ok(0) => break Ok(()),
+                Ok(_) if byte[0] == b'\n' => break Ok(()),
+                Ok(_) => push_secret(&mut line, &byte[..]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            }
         }
-    };
+    });
     if have_termios {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
     }

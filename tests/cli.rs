@@ -301,7 +301,10 @@ fn passphrase_prompt_on_a_terminal() {
     // `script` gives strongroom a real pseudo-terminal; the passphrase is
     // typed on it (twice for a new key), and is not echoed.
     let env = Env::new();
+    // Each line is typed once its prompt shows (echo is off by then), as
+    // a person would.
     let typed = |cmd: &str, input: &str| {
+        use std::io::{Read, Write};
         let mut child = std::process::Command::new("script")
             .args(["-qec", cmd, "/dev/null"])
             .current_dir(env.dir.path())
@@ -312,17 +315,32 @@ fn passphrase_prompt_on_a_terminal() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        use std::io::Write;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut stdout = child.stdout.take().unwrap();
+        let reading = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                let _ = tx.send(buf[..n].to_vec());
+            }
+        });
+        let mut out = Vec::new();
         let mut stdin = child.stdin.take().unwrap();
-        for line in input.lines() {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+        for (i, line) in input.lines().enumerate() {
+            // "New passphrase: ", "Passphrase for tty.key: ", ...
+            let prompts = |out: &[u8]| out.windows(9).filter(|w| w == b"assphrase").count();
+            while prompts(&out) <= i {
+                match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+                    Ok(bytes) => out.extend(bytes),
+                    Err(_) => panic!("no prompt {i}: {}", String::from_utf8_lossy(&out)),
+                }
+            }
             writeln!(stdin, "{line}").unwrap();
         }
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        drop(stdin);
+        let status = child.wait().unwrap();
+        reading.join().unwrap();
+        out.extend(rx.into_iter().flatten());
+        (status.code(), String::from_utf8_lossy(&out).into_owned())
     };
     let bin = util::BIN;
     let (code, out) = typed(

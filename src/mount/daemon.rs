@@ -136,6 +136,11 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
             load(&c.pack_reads),
             load(&c.disk_hits)
         );
+        eprintln!(
+            "read ahead {} blobs in {} groups",
+            load(&c.ahead_blobs),
+            load(&c.ahead_groups)
+        );
         if let Some((entries, bytes)) = reader.disk_usage() {
             eprintln!("the disk cache holds {entries} blobs, {bytes} bytes");
         }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use fuser::{Errno, OpenAccMode, OpenFlags};
 
-use super::{Entry, MountFs, Place, Stored, inode, prefetch};
+use super::prefetch::{self, InodeOrder, Order};
+use super::{Entry, MountFs, Place, Stored, inode};
 use crate::format::tree::{Extent, Node, NodeKind};
 
 /// What a read gives: most reads lie inside one blob and are answered
@@ -96,7 +97,8 @@ impl MountFs {
     /// read next, so their blobs are loaded ahead. A directory of up to
     /// [`prefetch::FILES`] entries is loaded whole, once; of a larger one,
     /// the files that follow this one in name order (`rsync`, `tar`) and
-    /// in inode order (`cp -a` sorts a directory by inode number).
+    /// in inode order (`cp -a` sorts a directory by inode number), half a
+    /// window at a time ([`prefetch::Sequence::files_ahead`]).
     fn files_after(&self, s: &Stored) {
         let Place::In { dir, index } = &s.place else {
             return;
@@ -109,8 +111,9 @@ impl MountFs {
             return;
         };
         let n = tree.nodes.len();
+        let reads = &p.state().reads;
         if n <= prefetch::FILES {
-            if p.state().reads.first_time() {
+            if reads.first_time() {
                 self.prefetch.load_files(&tree, 0..n);
             }
             return;
@@ -124,12 +127,14 @@ impl MountFs {
                 .map(|(i, node)| (inode::first_number(&self.identity_of(dir.ino, p, node)), i as u32))
                 .collect();
             order.sort_unstable();
-            order.into_iter().map(|(_, i)| i).collect()
+            InodeOrder::new(order.into_iter().map(|(_, i)| i).collect())
         });
-        let half = prefetch::FILES / 2;
-        let by_name = (at + 1..n).take(half);
-        let here = by_inode.iter().position(|&i| i as usize == at).unwrap_or(n);
-        let by_ino = by_inode.iter().skip(here + 1).take(half).map(|&i| i as usize);
+        let by_name = reads.files_ahead(Order::Name, at, n);
+        let by_ino = match by_inode.rank.get(at) {
+            Some(&here) => reads.files_ahead(Order::Inode, here as usize, n),
+            None => 0..0,
+        };
+        let by_ino = by_inode.order[by_ino].iter().map(|&i| i as usize);
         self.prefetch.load_files(&tree, by_name.chain(by_ino));
     }
 

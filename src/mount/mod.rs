@@ -94,7 +94,7 @@ pub struct State {
     pub reads: prefetch::Sequence,
     /// A directory's entries (their positions) in the order of their inode
     /// numbers, the order `cp -a` reads a directory in.
-    pub by_inode: OnceLock<Vec<u32>>,
+    pub by_inode: OnceLock<prefetch::InodeOrder>,
     /// A directory, as its children know it.
     pub dir: OnceLock<Arc<DirRef>>,
 }

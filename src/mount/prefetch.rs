@@ -45,18 +45,80 @@ const SUBTREES: usize = 256;
 /// a directory, how far its files were loaded ahead.
 #[derive(Default)]
 pub struct Sequence {
-    /// The end of the furthest read.
+    /// The end of the furthest read (of a large directory: files before
+    /// this position in name order are loaded or being loaded).
     reached: AtomicU64,
-    /// Extents before this one are loaded or being loaded (of a
-    /// directory: 1 once its files were loaded).
+    /// Extents before this one are loaded or being loaded (of a small
+    /// directory: 1 once its files were loaded; of a large one, the files
+    /// before this position in inode order).
     ahead: AtomicUsize,
 }
 
+/// A directory's entries (their positions) in the order of their inode
+/// numbers, and where each stands in that order.
+pub struct InodeOrder {
+    pub order: Vec<u32>,
+    pub rank: Vec<u32>,
+}
+
+impl InodeOrder {
+    /// Of `order`, a permutation of the positions.
+    pub fn new(order: Vec<u32>) -> InodeOrder {
+        let mut rank = vec![0u32; order.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        InodeOrder { order, rank }
+    }
+}
+
+/// The order a large directory's files are loaded ahead in.
+#[derive(Clone, Copy)]
+pub enum Order {
+    /// By name (`rsync`, `tar`, `find`).
+    Name,
+    /// By inode number (`cp -a`).
+    Inode,
+}
+
 impl Sequence {
-    /// True the first time it is asked (of a directory's state: whether
-    /// its files are to be loaded).
+    /// True the first time it is asked (of a small directory's state:
+    /// whether its files are to be loaded).
     pub fn first_time(&self) -> bool {
         self.ahead.swap(1, Ordering::Relaxed) == 0
+    }
+
+    /// Of a large directory of `len` entries whose file at position `at`
+    /// of `order` is read for the first time, the positions (in that
+    /// order) of the files to load ahead: none while at least half a
+    /// window of the files after it are loaded or being loaded; else
+    /// those up to a window after it that are not. Whole half windows at a
+    /// time: a few ranged reads for a directory, not one per file.
+    pub fn files_ahead(&self, order: Order, at: usize, len: usize) -> std::ops::Range<usize> {
+        let window = FILES / 2;
+        let frontier = match order {
+            Order::Name => self.reached.load(Ordering::Relaxed) as usize,
+            Order::Inode => self.ahead.load(Ordering::Relaxed),
+        };
+        let from = if at < frontier {
+            if frontier - at > window / 2 {
+                return 0..0;
+            }
+            frontier
+        } else {
+            at + 1
+        };
+        let to = (at + 1 + window).min(len);
+        if from >= to {
+            return 0..0;
+        }
+        // Two readers racing here may both load a range: the claims keep
+        // each blob loaded once.
+        let from = match order {
+            Order::Name => (self.reached.fetch_max(to as u64, Ordering::Relaxed) as usize).max(from),
+            Order::Inode => self.ahead.fetch_max(to, Ordering::Relaxed).max(from),
+        };
+        from.min(to)..to
     }
 }
 
@@ -256,6 +318,10 @@ fn load_grouped<V: Send + Sync + 'static>(
             _ => groups.push(vec![(loc, claim)]),
         }
     }
+    let c = &reader.counters;
+    c.ahead_groups.fetch_add(groups.len() as u64, Ordering::Relaxed);
+    c.ahead_blobs
+        .fetch_add(groups.iter().map(|g| g.len() as u64).sum(), Ordering::Relaxed);
     let decode = Arc::new(decode);
     for group in groups {
         let (reader, decode) = (reader.clone(), decode.clone());
@@ -297,5 +363,38 @@ fn load_group<V>(reader: &Reader<'static>, group: Vec<(Location, Claim<V>)>, dec
             claim.fill(value, w);
             reader.keep(&loc, sealed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_directory_is_loaded_ahead_half_a_window_at_a_time() {
+        let s = Sequence::default();
+        let half = FILES / 2;
+        // First read: the window after it.
+        assert_eq!(s.files_ahead(Order::Inode, 0, 1000), 1..1 + half);
+        // Reads well inside what is loaded ahead add nothing.
+        for at in 1..half / 2 {
+            assert_eq!(s.files_ahead(Order::Inode, at, 1000), 0..0, "{at}");
+        }
+        // Half a window left: the rest up to a window past the read.
+        let at = half / 2 + 1;
+        assert_eq!(s.files_ahead(Order::Inode, at, 1000), 1 + half..at + 1 + half);
+        // A jump past what was loaded starts again after it; the other
+        // order keeps its own frontier.
+        assert_eq!(s.files_ahead(Order::Inode, 500, 1000), 501..501 + half);
+        assert_eq!(s.files_ahead(Order::Name, 500, 1000), 501..501 + half);
+        // The end of the directory bounds the window.
+        assert_eq!(s.files_ahead(Order::Name, 990, 1000), 991..1000);
+        assert_eq!(s.files_ahead(Order::Name, 999, 1000), 0..0);
+    }
+
+    #[test]
+    fn inode_order_ranks_are_the_inverse_permutation() {
+        let o = InodeOrder::new(vec![2, 0, 3, 1]);
+        assert_eq!(o.rank, [1, 3, 0, 2]);
     }
 }

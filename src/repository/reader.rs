@@ -55,6 +55,11 @@ pub struct Counters {
     pub blobs_opened: AtomicU64,
     /// Blobs found in the disk cache that opened.
     pub disk_hits: AtomicU64,
+    /// Blobs the mount's read-ahead claimed, and the groups (each one
+    /// ranged read at most) it split them into: what it decided, however
+    /// many of them readers then loaded first.
+    pub ahead_blobs: AtomicU64,
+    pub ahead_groups: AtomicU64,
 }
 
 pub struct Reader<'a> {
