@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The mount, side by side with restic's mount and a null FUSE filesystem
-# (examples/nullfs.rs: a file computed from its offset, the ceiling of any
-# FUSE read path here), on the same data in the same run. Prints seconds,
-# MB/s, peak RSS of each daemon, and ratios.
+# The mount, side by side with restic's mount and two null FUSE
+# filesystems, on the same data in the same run: examples/nullfs.rs (a file
+# computed from its offset, the ceiling of any FUSE read path here) and
+# examples/nulltree.rs (the Linux tree's names and attributes held in
+# memory, the ceiling of any FUSE filesystem for find, ls -lR and cp -a of
+# it). Prints seconds, MB/s, peak RSS of each daemon, and ratios.
 #
 #   benches/mount.sh
 #   BENCH_DIR=/path benches/mount.sh
@@ -25,9 +27,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --release --locked -q --bin strongroom --example nullfs
+cargo build --release --locked -q --bin strongroom --example nullfs --example nulltree
 sr=$here/target/release/strongroom
 nullfs=$here/target/release/examples/nullfs
+nulltree=$here/target/release/examples/nulltree
 
 data=$bench/data
 if [ ! -d "$data/linux" ]; then
@@ -68,7 +71,7 @@ start() {
   "$@" >"$bench/mount.log" 2>&1 &
   pid=$!
   for _ in $(seq 12000); do
-    if [ -n "$(ls "$mnt/snapshots" 2>/dev/null)" ] || [ -f "$mnt/data" ]; then
+    if [ -n "$(ls "$mnt/snapshots" 2>/dev/null)" ] || [ -f "$mnt/data" ] || [ -d "$mnt/linux-source-6.1" ]; then
       secs[$name]=$(since "$t0"); return
     fi
     kill -0 "$pid" 2>/dev/null || { cat "$bench/mount.log" >&2; exit 1; }
@@ -122,6 +125,16 @@ for tool in sr rs; do
   drop_caches; ${tool}_mount m; t=$(tree); rm -rf "$out"
   timed "$label cp -a" cp -a "$t" "$out"; stop "$label cp -a"
 done
+# The same tree from a FUSE filesystem that does no work: the ceiling.
+for what in find "ls -lR" "cp -a"; do
+  drop_caches; start m "$nulltree" "$data/linux" "$mnt"; rm -rf "$out"
+  case $what in
+    find) timed "null find" find "$mnt" ;;
+    ls*) timed "null ls -lR" ls -lR "$mnt" ;;
+    cp*) timed "null cp -a" cp -a "$mnt" "$out" ;;
+  esac
+  stop "null $what"
+done
 rm -rf "$out"; drop_caches
 # What cp -a itself costs here: the same tree from the local disk, no FUSE.
 timed "local cp -a" cp -a "$data/linux" "$out"
@@ -137,11 +150,14 @@ printf '%-34s %10s %10s %10s  %s\n' "mount start (3 snapshots), cold" "${secs[st
 printf '%-34s %10s %10s %10s  %s\n' "mount start, remount" "${secs[start remount]}" - - ""
 printf '%-34s %10s %10s %10s  %s\n' "cp 1 GiB cold (s)" "${secs[sr cp cold]}" "${secs[restic cp cold]}" "${secs[null cp cold]}" "restic/sr $(r "${secs[restic cp cold]}" "${secs[sr cp cold]}"), sr/null speed $(r "${secs[null cp cold]}" "${secs[sr cp cold]}")"
 printf '%-34s %10s %10s %10s  %s\n' "cp 1 GiB warm (s)" "${secs[sr cp warm]}" "${secs[restic cp warm]}" "${secs[null cp warm]}" "sr $(mbs "${secs[sr cp warm]}"), null $(mbs "${secs[null cp warm]}"), local disk $(mbs "${secs[local cp warm]}")"
-printf '%-34s %10s %10s %10s  %s\n' "find, Linux tree, cold" "${secs[sr find]}" "${secs[restic find]}" - "restic/sr $(r "${secs[restic find]}" "${secs[sr find]}")"
-printf '%-34s %10s %10s %10s  %s\n' "ls -lR, Linux tree, cold" "${secs[sr ls -lR]}" "${secs[restic ls -lR]}" - "restic/sr $(r "${secs[restic ls -lR]}" "${secs[sr ls -lR]}")"
-printf '%-34s %10s %10s %10s  %s\n' "cp -a, Linux tree, cold" "${secs[sr cp -a]}" "${secs[restic cp -a]}" - "restic/sr $(r "${secs[restic cp -a]}" "${secs[sr cp -a]}"), vs own restore $(r "${secs[sr cp -a]}" "${secs[sr restore]}")x"
+# restic/null: the most any FUSE filesystem could be ahead of restic here.
+for w in find "ls -lR" "cp -a"; do
+  printf '%-34s %10s %10s %10s  %s\n' "$w, Linux tree, cold" "${secs[sr $w]}" "${secs[restic $w]}" "${secs[null $w]}" \
+    "restic/sr $(r "${secs[restic $w]}" "${secs[sr $w]}"), restic/null $(r "${secs[restic $w]}" "${secs[null $w]}"), sr/null $(r "${secs[sr $w]}" "${secs[null $w]}")x"
+done
+printf '%-34s %10s\n' "cp -a vs own restore" "$(r "${secs[sr cp -a]}" "${secs[sr restore]}")x"
 printf '%-34s %10s\n' "strongroom restore of that tree" "${secs[sr restore]}"
 printf '%-34s %10s\n' "cp -a of it from local disk" "${secs[local cp -a]}"
 printf '%-34s %10s %10s %10s\n' "peak RSS, cp of the 1 GiB file" "${rss[sr mount]}" "${rss[restic mount]}" "${rss[null]}"
-printf '%-34s %10s %10s\n' "peak RSS, cp -a of the tree" "${rss[sr cp -a]}" "${rss[restic cp -a]}"
+printf '%-34s %10s %10s %10s\n' "peak RSS, cp -a of the tree" "${rss[sr cp -a]}" "${rss[restic cp -a]}" "${rss[null cp -a]}"
 echo "start with 1,000 snapshots, 1 GB against 10 GB repositories and RSS on a 1,000,000-file snapshot: benches/mount_scale.sh"

@@ -6,6 +6,10 @@
 
 pub mod local;
 pub mod mem;
+pub mod retry;
+pub mod s3;
+#[doc(hidden)]
+pub mod suite;
 
 use std::fmt;
 use std::sync::Arc;
@@ -72,6 +76,37 @@ pub fn is_not_found(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.downcast_ref::<NotFound>().is_some())
 }
 
+/// A failure that may pass if the request is made again: no answer, a
+/// broken connection, a timeout, a store that said it is busy or failing.
+/// Only these are retried ([`retry::Retry`]).
+#[derive(Debug)]
+pub struct Transient(pub String);
+
+impl fmt::Display for Transient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Transient {}
+
+/// The storage refused this credential (a wrong password or key, a role
+/// that may not do this): never retried.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+pub fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<Transient>().is_some())
+}
+
 /// A listed object: its name and size in bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -87,6 +122,13 @@ pub trait Backend: Send + Sync {
     /// directory, memory): a disk cache of what it holds would only add
     /// I/O.
     fn is_local(&self) -> bool {
+        false
+    }
+
+    /// The storage lets this credential add objects but neither delete
+    /// nor overwrite them (a strongroom server's writer role). A local
+    /// path or full S3 credentials can delete history.
+    fn append_only(&self) -> bool {
         false
     }
 
@@ -167,7 +209,10 @@ pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
     if let Some(path) = url.strip_prefix("file://") {
         return Ok(Arc::new(local::Local::new(path)));
     }
-    if url.starts_with("https://") || url.starts_with("s3:") || url.starts_with("http://") {
+    if let Some(rest) = url.strip_prefix("s3:") {
+        return Ok(Arc::new(retry::Retry::new(s3::S3::new(rest)?)));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
         return Err(crate::error::Exit::usage(format!(
             "repository {url}: remote backends are not available in this build yet; use a local path"
         )));
@@ -179,72 +224,17 @@ pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
 }
 
 #[cfg(test)]
-pub mod tests {
-    //! The suite every backend passes.
+mod tests {
     use super::*;
-
-    pub fn suite(b: &dyn Backend) {
-        b.create().unwrap();
-        assert!(b.create().is_err(), "create twice must fail");
-        assert!(is_not_found(&b.read(Kind::Config, "config").unwrap_err()));
-        assert!(is_not_found(&b.stat(Kind::Snapshots, "ab").unwrap_err()));
-        b.write(Kind::Config, "config", b"one").unwrap();
-        b.write(Kind::Config, "config", b"two").unwrap();
-        assert_eq!(b.read(Kind::Config, "config").unwrap(), b"two");
-        let name = "ab".repeat(32);
-        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        b.write(Kind::Packs, &name, &data).unwrap();
-        assert_eq!(b.read(Kind::Packs, &name).unwrap(), data);
-        assert_eq!(
-            b.read_range(Kind::Packs, &name, 100, 50).unwrap(),
-            &data[100..150]
-        );
-        assert_eq!(
-            b.read_range(Kind::Packs, &name, 9_990, 50).unwrap(),
-            &data[9_990..]
-        );
-        assert_eq!(b.stat(Kind::Packs, &name).unwrap(), 10_000);
-        b.write(Kind::Snapshots, "s1", b"x").unwrap();
-        b.write(Kind::Snapshots, "s2", b"yy").unwrap();
-        let mut l = b.list(Kind::Snapshots).unwrap();
-        l.sort_by(|a, b| a.name.cmp(&b.name));
-        assert_eq!(
-            l,
-            vec![
-                Listed {
-                    name: "s1".into(),
-                    size: 1
-                },
-                Listed {
-                    name: "s2".into(),
-                    size: 2
-                }
-            ]
-        );
-        assert_eq!(
-            b.list(Kind::Packs).unwrap(),
-            vec![Listed {
-                name: name.clone(),
-                size: 10_000
-            }]
-        );
-        b.delete(Kind::Snapshots, "s1").unwrap();
-        b.delete(Kind::Snapshots, "s1").unwrap();
-        assert_eq!(b.list(Kind::Snapshots).unwrap().len(), 1);
-        b.remove_stale_temporaries(&crate::hostname());
-        b.remove_own_temporaries();
-        assert_eq!(b.read(Kind::Snapshots, "s2").unwrap(), b"yy");
-        assert!(b.list(Kind::Index).unwrap().is_empty());
-    }
 
     #[test]
     fn mem_passes_the_suite() {
-        suite(&mem::Mem::default());
+        suite::run(&mem::Mem::default());
     }
 
     #[test]
     fn local_passes_the_suite() {
         let dir = tempfile::tempdir().unwrap();
-        suite(&local::Local::new(dir.path().join("repo")));
+        suite::run(&local::Local::new(dir.path().join("repo")));
     }
 }

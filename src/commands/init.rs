@@ -20,10 +20,19 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             repo.id().short(),
             backend.location()
         );
-        eprintln!(
-            "note: a host that can write to this local path can also delete its history; \
-             give hosts writer keys and a strongroom server's writer role for append-only storage"
-        );
+        if backend.append_only() {
+            eprintln!("note: this credential can add backups but can neither delete nor overwrite history");
+        } else {
+            let what = if backend.is_local() {
+                "a host that can write to this local path"
+            } else {
+                "these storage credentials"
+            };
+            eprintln!(
+                "note: {what} can also delete the repository's history; give hosts writer keys \
+                 and a strongroom server's writer role for append-only storage"
+            );
+        }
     }
     Ok(())
 }

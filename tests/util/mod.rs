@@ -2,7 +2,9 @@
 //! a cleared environment. Key files are made once per build and shared.
 #![allow(dead_code)]
 
+pub mod fidelity;
 pub mod fuse;
+pub mod garage;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -75,6 +77,9 @@ pub fn keys() -> Keys {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub keys: Keys,
+    /// The repository's URL when it is not the local `repo` directory,
+    /// with the environment its client needs.
+    pub remote: Option<(String, Vec<(&'static str, &'static str)>)>,
 }
 
 pub struct Run {
@@ -124,7 +129,11 @@ impl Env {
             .prefix("t-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        Env { dir, keys }
+        Env {
+            dir,
+            keys,
+            remote: None,
+        }
     }
 
     /// A sandbox any user can reach wherever the checkout sits (for tests
@@ -138,7 +147,27 @@ impl Env {
             .tempdir_in("/tmp")
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Env { dir, keys }
+        Env {
+            dir,
+            keys,
+            remote: None,
+        }
+    }
+
+    /// A sandbox whose repository is a fresh prefix of the test bucket of
+    /// a real S3 server (Garage, on loopback).
+    pub fn s3(test: &str) -> Env {
+        let mut env = Env::new();
+        env.remote = Some((garage::repo_url(test), garage::client_env().to_vec()));
+        env
+    }
+
+    /// What `-r` takes: the remote URL, else the local `repo` directory.
+    pub fn repo_arg(&self) -> std::ffi::OsString {
+        match &self.remote {
+            Some((url, _)) => url.into(),
+            None => self.repo().into(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -157,6 +186,9 @@ impl Env {
             .env("STRONGROOM_CACHE_DIR", self.path("cache"))
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
+        if let Some((_, vars)) = &self.remote {
+            c.envs(vars.iter().copied());
+        }
         c
     }
 
@@ -165,7 +197,7 @@ impl Env {
         let out = self
             .cmd()
             .arg("-r")
-            .arg(self.repo())
+            .arg(self.repo_arg())
             .arg("-k")
             .arg(key)
             .args(args)
@@ -186,7 +218,7 @@ impl Env {
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
         self.cmd()
             .arg("-r")
-            .arg(self.repo())
+            .arg(self.repo_arg())
             .arg("-k")
             .arg(&self.keys.full)
             .args(args)

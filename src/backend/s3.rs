@@ -1,0 +1,523 @@
+//! An S3-compatible object store: `s3:http(s)://host:port/bucket/prefix`,
+//! path-style, every request signed with `rusty-s3` (query-string
+//! signatures good for a few minutes) and sent with `ureq`, which reuses
+//! its connections. Credentials come from `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), the region from
+//! `AWS_REGION` (else `us-east-1`).
+//!
+//! Objects are keyed `prefix/` + the repository path of [`Kind::path`].
+//! Nothing here retries: [`super::retry`] wraps this backend and retries
+//! what [`super::Transient`] marks.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use super::{Backend, Kind, Listed, NotFound, Refused, Transient};
+use crate::error::Exit;
+
+/// How long a signed request stays valid: long enough for a slow upload
+/// of a whole pack to start, short enough to be useless if logged.
+const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
+/// Keys asked for per listing page (the most S3 returns).
+const PAGE: usize = 1000;
+/// The largest listing page read: far above what 1,000 keys take.
+const LIST_PAGE_BYTES: u64 = 8 << 20;
+
+pub struct S3 {
+    bucket: Bucket,
+    credentials: Credentials,
+    /// Empty, or ending in `/`.
+    prefix: String,
+    agent: ureq::Agent,
+    location: String,
+}
+
+/// Timeouts of every request: none waits forever on a silent peer.
+pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_resolve(Some(Duration::from_secs(10)))
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_send_request(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_per_write(Some(Duration::from_secs(60)))
+        .timeout_global(Some(Duration::from_secs(30 * 60)))
+        .max_idle_connections_per_host(32)
+        .max_redirects(0)
+        .user_agent(concat!("strongroom/", env!("CARGO_PKG_VERSION")))
+}
+
+impl S3 {
+    /// The store `url` names (`s3:` already stripped:
+    /// `http(s)://host:port/bucket/prefix`), with the credentials and
+    /// region of the environment.
+    pub fn new(url: &str) -> Result<S3> {
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        let (Ok(key), Ok(secret)) = (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) else {
+            return Err(Exit::usage(format!(
+                "repository s3:{url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )));
+        };
+        let credentials = match std::env::var("AWS_SESSION_TOKEN") {
+            Ok(token) => Credentials::new_with_token(key, secret, token),
+            Err(_) => Credentials::new(key, secret),
+        };
+        S3::with_credentials(url, credentials, &region)
+    }
+
+    pub fn with_credentials(url: &str, credentials: Credentials, region: &str) -> Result<S3> {
+        let shown = format!("s3:{url}");
+        // Checked before parsing, which would resolve `..` away.
+        let raw_path = url.split_once("://").map_or(url, |(_, rest)| rest);
+        if raw_path.split(['/', '?', '#']).any(|s| s == "." || s == "..") {
+            return Err(Exit::usage(format!("repository {shown}: unsafe prefix")));
+        }
+        let parsed = url
+            .parse::<url::Url>()
+            .map_err(|e| Exit::usage(format!("repository {shown}: not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(Exit::usage(format!(
+                "repository {shown}: expected s3:http(s)://host:port/bucket/prefix"
+            )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() {
+            return Err(Exit::usage(format!(
+                "repository {shown}: credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 not in the URL"
+            )));
+        }
+        let mut segments = parsed.path().split('/').filter(|s| !s.is_empty());
+        let Some(bucket) = segments.next() else {
+            return Err(Exit::usage(format!("repository {shown}: no bucket in the URL")));
+        };
+        let prefix: Vec<&str> = segments.collect();
+        if prefix.iter().any(|s| *s == "." || *s == ".." || s.contains('%')) {
+            return Err(Exit::usage(format!("repository {shown}: unsafe prefix")));
+        }
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", prefix.join("/"))
+        };
+        let mut endpoint = parsed.clone();
+        endpoint.set_path("/");
+        let bucket = Bucket::new(endpoint, UrlStyle::Path, bucket.to_string(), region.to_string())
+            .map_err(|e| Exit::usage(format!("repository {shown}: {e}")))?;
+        Ok(S3 {
+            bucket,
+            credentials,
+            prefix,
+            agent: agent_config().build().new_agent(),
+            location: shown,
+        })
+    }
+
+    fn key(&self, kind: Kind, name: &str) -> String {
+        format!("{}{}", self.prefix, kind.path(name))
+    }
+
+    fn failed(&self, what: &str, key: &str, e: ureq::Error) -> anyhow::Error {
+        transport_error(&format!("{what} {} of {}", key, self.location), e)
+    }
+
+    /// A response's status as an error, if it is one: 404 is [`NotFound`],
+    /// 401 and 403 [`Refused`], 5xx, 408 and 429 [`Transient`].
+    fn status(&self, what: &str, key: &str, resp: &mut ureq::http::Response<ureq::Body>) -> Result<()> {
+        let code = resp.status().as_u16();
+        if (200..300).contains(&code) {
+            return Ok(());
+        }
+        // The store's own words (an S3 error document), briefly.
+        let mut body = Vec::new();
+        let _ = resp.body_mut().as_reader().take(4096).read_to_end(&mut body);
+        let said = s3_error_code(&body).unwrap_or_default();
+        let message = format!("{what} {key} of {} failed: HTTP {code}{said}", self.location);
+        Err(match code {
+            404 => anyhow::Error::new(NotFound(key.to_string())),
+            401 | 403 => anyhow::Error::new(Refused(message)),
+            408 | 429 | 500..=599 => anyhow::Error::new(Transient(message)),
+            _ => anyhow!(message),
+        })
+    }
+
+    fn get(&self, kind: Kind, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        let key = self.key(kind, name);
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
+        let mut req = self.agent.get(url.as_str());
+        if let Some((offset, length)) = range {
+            req = req.header("Range", format!("bytes={offset}-{}", offset + length - 1));
+        }
+        let mut resp = req.call().map_err(|e| self.failed("reading", &key, e))?;
+        if range.is_some() && resp.status().as_u16() == 416 {
+            // The range starts at or past the end.
+            return Ok(Vec::new());
+        }
+        self.status("reading", &key, &mut resp)?;
+        let partial = resp.status().as_u16() == 206;
+        let limit = match range {
+            Some((_, length)) if partial => length,
+            _ => kind.max_size(),
+        };
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| self.failed("reading", &key, e))?;
+        match range {
+            // A store that ignored the range sent all of the object.
+            Some((offset, length)) if !partial => Ok(body
+                .get(offset as usize..)
+                .map(|b| b[..b.len().min(length as usize)].to_vec())
+                .unwrap_or_default()),
+            _ => Ok(body),
+        }
+    }
+}
+
+/// One page of a ListObjectsV2 answer: (key, size) of each object, and
+/// the token of the next page if there is one.
+struct Page {
+    objects: Vec<(String, u64)>,
+    next: Option<String>,
+}
+
+/// The text of each `<name>…</name>` element in `xml`, in order (not
+/// nested in one of its own kind; attributes of the opening tag, such as
+/// a namespace, skipped).
+fn elements<'a>(xml: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
+    let (open, close) = (format!("<{name}"), format!("</{name}>"));
+    let mut rest = xml;
+    std::iter::from_fn(move || {
+        loop {
+            let at = rest.find(&open)? + open.len();
+            let tail = &rest[at..];
+            match tail.as_bytes().first()? {
+                b'>' => {
+                    let len = tail[1..].find(&close)?;
+                    let text = &tail[1..1 + len];
+                    rest = &tail[1 + len + close.len()..];
+                    return Some(text);
+                }
+                b' ' | b'\t' | b'\r' | b'\n' => {
+                    let gt = tail.find('>')?;
+                    if tail[..gt].ends_with('/') {
+                        // Empty: `<name/>`.
+                        rest = &tail[gt + 1..];
+                        return Some("");
+                    }
+                    let body = &tail[gt + 1..];
+                    let len = body.find(&close)?;
+                    rest = &body[len + close.len()..];
+                    return Some(&body[..len]);
+                }
+                // Another element whose name starts with this one.
+                _ => rest = tail,
+            }
+        }
+    })
+}
+
+/// Text with XML's five named escapes decoded; None for markup or any
+/// other reference.
+fn xml_text(s: &str) -> Option<String> {
+    if s.contains('<') {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find(';')?;
+        out.push(match &rest[at..at + end + 1] {
+            "&amp;" => '&',
+            "&lt;" => '<',
+            "&gt;" => '>',
+            "&quot;" => '"',
+            "&apos;" => '\'',
+            _ => return None,
+        });
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// A ListObjectsV2 answer, read strictly: every `<Contents>` must have
+/// one readable key and size; a truncated page must name the next.
+fn parse_list(xml: &str) -> Option<Page> {
+    let root = elements(xml, "ListBucketResult").next()?;
+    let mut objects = Vec::new();
+    for c in elements(root, "Contents") {
+        let key = xml_text(elements(c, "Key").next()?)?;
+        let size = elements(c, "Size").next()?.trim().parse().ok()?;
+        objects.push((key, size));
+    }
+    let truncated = match elements(root, "IsTruncated").next().map(str::trim) {
+        Some("true") => true,
+        Some("false") | None => false,
+        Some(_) => return None,
+    };
+    let next = if truncated {
+        let t = xml_text(elements(root, "NextContinuationToken").next()?)?;
+        if t.is_empty() {
+            return None;
+        }
+        Some(t)
+    } else {
+        None
+    };
+    Some(Page { objects, next })
+}
+
+/// `%XX` escapes decoded (`+` is a plus in a key); None for a malformed
+/// escape or bytes that are not UTF-8.
+fn percent_decoded(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `<Code>` of an S3 error document, as ` (Code)`.
+fn s3_error_code(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = start + text[start..].find("</Code>")?;
+    let code = &text[start..end];
+    code.bytes()
+        .all(|b| b.is_ascii_alphanumeric())
+        .then(|| format!(" ({code})"))
+}
+
+/// A failure of the transport (no answer, a broken connection, a timeout)
+/// as a [`Transient`] error; a refused certificate or an answer over its
+/// size limit is not.
+pub fn transport_error(what: &str, e: ureq::Error) -> anyhow::Error {
+    let message = format!("{what} failed: {e}");
+    match e {
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
+            anyhow!(message)
+        }
+        ureq::Error::BodyExceedsLimit(_) | ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => {
+            anyhow!(message)
+        }
+        _ => anyhow::Error::new(Transient(message)),
+    }
+}
+
+impl Backend for S3 {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn create(&self) -> Result<()> {
+        match self.stat(Kind::Config, "config") {
+            Ok(_) => bail!("{} already holds a repository", self.location),
+            Err(e) if super::is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        self.get(kind, name, None)
+    }
+
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        self.get(kind, name, Some((offset, length)))
+    }
+
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        let key = self.key(kind, name);
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
+        let mut resp = self
+            .agent
+            .put(url.as_str())
+            .header("Content-Type", "application/octet-stream")
+            .send(data)
+            .map_err(|e| self.failed("writing", &key, e))?;
+        self.status("writing", &key, &mut resp)
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Listed>> {
+        let dir = format!("{}{}/", self.prefix, kind.dir());
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            // ListObjectsV2 is a GET of the bucket with these parameters.
+            let mut action = self.bucket.get_object(Some(&self.credentials), "");
+            let q = action.query_mut();
+            q.insert("list-type", "2");
+            q.insert("encoding-type", "url");
+            q.insert("prefix", dir.as_str());
+            q.insert("max-keys", PAGE.to_string());
+            if let Some(t) = &token {
+                q.insert("continuation-token", t.as_str());
+            }
+            let url = action.sign(SIGNED_FOR);
+            let mut resp = self
+                .agent
+                .get(url.as_str())
+                .call()
+                .map_err(|e| self.failed("listing", &dir, e))?;
+            self.status("listing", &dir, &mut resp)?;
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(LIST_PAGE_BYTES)
+                .read_to_string()
+                .map_err(|e| self.failed("listing", &dir, e))?;
+            let page = parse_list(&body)
+                .ok_or_else(|| anyhow!("listing {dir} of {}: an unreadable answer", self.location))?;
+            for (key, size) in page.objects {
+                // Keys come URL-encoded (encoding-type=url).
+                let Some(key) = percent_decoded(&key) else {
+                    continue;
+                };
+                let Some(rest) = key.strip_prefix(&dir) else {
+                    continue;
+                };
+                let name = match kind {
+                    Kind::Packs => match rest.split_once('/') {
+                        Some((sub, name)) if Kind::Packs.path(name) == format!("packs/{sub}/{name}") => name,
+                        _ => continue,
+                    },
+                    _ => rest,
+                };
+                if name.is_empty() || name.contains('/') {
+                    continue;
+                }
+                out.push(Listed {
+                    name: name.to_string(),
+                    size,
+                });
+            }
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        let key = self.key(kind, name);
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
+        let mut resp = self
+            .agent
+            .delete(url.as_str())
+            .call()
+            .map_err(|e| self.failed("deleting", &key, e))?;
+        match self.status("deleting", &key, &mut resp) {
+            Err(e) if super::is_not_found(&e) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn stat(&self, kind: Kind, name: &str) -> Result<u64> {
+        let key = self.key(kind, name);
+        let url = self
+            .bucket
+            .head_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
+        let mut resp = self
+            .agent
+            .head(url.as_str())
+            .call()
+            .map_err(|e| self.failed("looking up", &key, e))?;
+        self.status("looking up", &key, &mut resp)?;
+        resp.headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or_else(|| anyhow!("looking up {key} of {}: no size in the answer", self.location))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_pages_are_read_strictly() {
+        let page = "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3\"><Name>b</Name>\
+            <KeyCount>2</KeyCount><Prefix/>\
+            <Contents><Key>p/snapshots/a</Key><Size>12</Size><ETag>&quot;x&quot;</ETag></Contents>\
+            <Contents><Key>p/snapshots/b%26</Key><Size>0</Size></Contents>\
+            <IsTruncated>true</IsTruncated><NextContinuationToken>t+/=&amp;</NextContinuationToken>\
+            </ListBucketResult>";
+        let p = parse_list(page).unwrap();
+        assert_eq!(
+            p.objects,
+            [("p/snapshots/a".into(), 12), ("p/snapshots/b%26".into(), 0)]
+        );
+        assert_eq!(p.next.as_deref(), Some("t+/=&"));
+        let last = "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>";
+        assert!(parse_list(last).unwrap().next.is_none());
+        for bad in [
+            "<ListBucketResult><Contents><Key>a</Key></Contents></ListBucketResult>",
+            "<ListBucketResult><Contents><Key>a</Key><Size>-1</Size></Contents></ListBucketResult>",
+            "<ListBucketResult><Contents><Key>&#47;</Key><Size>1</Size></Contents></ListBucketResult>",
+            "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+            "<ListBucketResult><IsTruncated>maybe</IsTruncated></ListBucketResult>",
+            "<Error><Code>AccessDenied</Code></Error>",
+        ] {
+            assert!(parse_list(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listed_keys_are_decoded_strictly() {
+        assert_eq!(percent_decoded("a%2Fb%2fc").as_deref(), Some("a/b/c"));
+        assert_eq!(percent_decoded("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decoded("bad%2"), None);
+        assert_eq!(percent_decoded("bad%zz"), None);
+        assert_eq!(percent_decoded("%ff"), None);
+    }
+
+    #[test]
+    fn urls_name_a_bucket_and_a_safe_prefix() {
+        let c = || Credentials::new("k", "s");
+        let s = S3::with_credentials("http://127.0.0.1:9000/bucket/a/b", c(), "r").unwrap();
+        assert_eq!(s.key(Kind::Snapshots, "x"), "a/b/snapshots/x");
+        let s = S3::with_credentials("https://h/bucket", c(), "r").unwrap();
+        assert_eq!(s.key(Kind::Packs, "abcd"), "packs/ab/abcd");
+        for bad in [
+            "ftp://h/b",
+            "http://h/",
+            "http://u:p@h/b",
+            "http://h/b/../x",
+            "http://h/b/%2e%2e",
+            "http://h/b?x=1",
+        ] {
+            assert!(S3::with_credentials(bad, c(), "r").is_err(), "{bad}");
+        }
+    }
+}

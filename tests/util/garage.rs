@@ -1,0 +1,184 @@
+//! A real S3 server for the tests: Garage, single node, sqlite metadata,
+//! on loopback ports of its own, started once per test process and killed
+//! with it. Each test takes its own prefix of the one bucket.
+//!
+//! Garage is found as `$STRONGROOM_TEST_GARAGE`, else `garage` on `PATH`,
+//! `/usr/local/bin` or `~/.cargo/bin`; `.ci/run` installs it. A test that
+//! cannot find it fails: it never skips.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const KEY_ID: &str = "GK737472616e67726f6f6d7465";
+pub const SECRET: &str = "737472616e67726f6f6d2074657374206b657920666f72206761726167652121";
+pub const BUCKET: &str = "strongroom";
+pub const REGION: &str = "garage";
+
+pub struct Garage {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn find() -> PathBuf {
+    if let Some(p) = std::env::var_os("STRONGROOM_TEST_GARAGE") {
+        return PathBuf::from(p);
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push("/usr/local/bin".into());
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("garage"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the S3 tests need Garage: `cargo install garage --locked --no-default-features \
+                 --features bundled-libs,sqlite` (.ci/run installs it), or set STRONGROOM_TEST_GARAGE"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Garage {
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.bin)
+            .arg("-c")
+            .arg(self.dir.join("garage.toml"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start() -> Garage {
+        let bin = find();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("garage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (rpc, s3) = (free_port(), free_port());
+        let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) as u8)).collect();
+        std::fs::write(
+            dir.join("garage.toml"),
+            format!(
+                "metadata_dir = \"{d}/meta\"\n\
+                 data_dir = \"{d}/data\"\n\
+                 db_engine = \"sqlite\"\n\
+                 replication_factor = 1\n\
+                 rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_secret = \"{secret}\"\n\
+                 [s3_api]\n\
+                 s3_region = \"{REGION}\"\n\
+                 api_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.localhost\"\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        // Started from a thread that lives as long as the process: the
+        // server is killed when the thread that spawned it ends.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (b, d) = (bin.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let log = std::fs::File::create(d.join("server.log")).unwrap();
+            let mut cmd = Command::new(&b);
+            cmd.arg("-c")
+                .arg(d.join("garage.toml"))
+                .arg("server")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            // SAFETY: prctl only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn();
+            tx.send(child.map(|c| c.id())).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap().expect("starting garage");
+        let g = Garage {
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            dir,
+            bin,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let node = loop {
+            let out = Command::new(&g.bin)
+                .arg("-c")
+                .arg(g.dir.join("garage.toml"))
+                .args(["node", "id", "-q"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break String::from_utf8_lossy(&out.stdout).trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage did not start: {}",
+                std::fs::read_to_string(g.dir.join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let node = node.split('@').next().unwrap().to_string();
+        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        g.cli(&["layout", "apply", "--version", "1"]);
+        g.cli(&["bucket", "create", BUCKET]);
+        g.cli(&["key", "import", "--yes", "-n", "tests", KEY_ID, SECRET]);
+        g.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_ID,
+        ]);
+        g
+    }
+}
+
+/// The one Garage of this test process.
+pub fn garage() -> &'static Garage {
+    static G: OnceLock<Garage> = OnceLock::new();
+    G.get_or_init(Garage::start)
+}
+
+/// A repository URL of a prefix no other test of this process uses.
+pub fn repo_url(test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("s3:{}/{BUCKET}/{test}-{n}", garage().endpoint)
+}
+
+/// The environment a client of the test bucket needs.
+pub fn client_env() -> [(&'static str, &'static str); 3] {
+    [
+        ("AWS_ACCESS_KEY_ID", KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_REGION", REGION),
+    ]
+}
