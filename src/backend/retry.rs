@@ -16,6 +16,10 @@ const ATTEMPTS: u32 = 8;
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts.
 const MAX_WAIT: Duration = Duration::from_secs(8);
+/// No attempt starts this long after the first did (an attempt has its
+/// own deadline, 10 minutes at most: a store that answers a byte a minute
+/// is not given eight of them).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 
 pub struct Retry<B> {
     inner: B,
@@ -35,9 +39,10 @@ impl<B: Backend> Retry<B> {
     fn run<T>(&self, mut op: impl FnMut(&B) -> Result<T>) -> Result<T> {
         let mut wait = self.first_wait;
         let mut attempt = 1;
+        let started = std::time::Instant::now();
         loop {
             match op(&self.inner) {
-                Err(e) if is_transient(&e) && attempt < ATTEMPTS => {
+                Err(e) if is_transient(&e) && attempt < ATTEMPTS && started.elapsed() < GIVE_UP_AFTER => {
                     if crate::verbosity() >= 1 {
                         crate::warn(&format!("{e:#}; trying again ({attempt} of {ATTEMPTS} failed)"));
                     }
@@ -46,7 +51,7 @@ impl<B: Backend> Retry<B> {
                     attempt += 1;
                 }
                 Err(e) if is_transient(&e) => {
-                    return Err(anyhow!("{e:#} (gave up after {ATTEMPTS} attempts)"));
+                    return Err(anyhow!("{e:#} (gave up after {attempt} attempts)"));
                 }
                 r => return r,
             }

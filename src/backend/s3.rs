@@ -25,6 +25,12 @@ const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 const PAGE: usize = 1000;
 /// The largest listing page read: far above what 1,000 keys take.
 const LIST_PAGE_BYTES: u64 = 8 << 20;
+/// The most objects of one kind a listing takes (a store that never ends
+/// its listing is refused there).
+const MAX_LISTED: usize = 50_000_000;
+/// The largest whole object taken in answer to a range request, from a
+/// store that ignores ranges.
+const WHOLE_FOR_RANGE: u64 = 64 << 20;
 
 pub struct S3 {
     bucket: Bucket,
@@ -45,7 +51,7 @@ pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .timeout_per_write(Some(Duration::from_secs(60)))
-        .timeout_global(Some(Duration::from_secs(30 * 60)))
+        .timeout_global(Some(Duration::from_secs(10 * 60)))
         .max_idle_connections_per_host(32)
         .max_redirects(0)
         .user_agent(concat!("strongroom/", env!("CARGO_PKG_VERSION")))
@@ -154,19 +160,35 @@ impl S3 {
             .get_object(Some(&self.credentials), &key)
             .sign(SIGNED_FOR);
         let mut req = self.agent.get(url.as_str());
+        let mut end = None;
         if let Some((offset, length)) = range {
-            req = req.header("Range", format!("bytes={offset}-{}", offset + length - 1));
+            let last = offset
+                .checked_add(length - 1)
+                .ok_or_else(|| anyhow!("reading {key}: a range past any object"))?;
+            end = Some(last + 1);
+            req = req.header("Range", format!("bytes={offset}-{last}"));
         }
         let mut resp = req.call().map_err(|e| self.failed("reading", &key, e))?;
-        if range.is_some() && resp.status().as_u16() == 416 {
+        let code = resp.status().as_u16();
+        if range.is_some() && code == 416 {
             // The range starts at or past the end.
             return Ok(Vec::new());
         }
         self.status("reading", &key, &mut resp)?;
-        let partial = resp.status().as_u16() == 206;
-        let limit = match range {
-            Some((_, length)) if partial => length,
-            _ => kind.max_size(),
+        let wrong = |what: &str| anyhow!("reading {key} of {}: {what}", self.location);
+        let limit = match (range, code) {
+            (None, 200) => kind.max_size(),
+            (Some((offset, length)), 206) => {
+                let header = resp.headers().get("content-range").and_then(|v| v.to_str().ok());
+                match header.and_then(content_range) {
+                    Some((first, last)) if first == offset && last < offset + length => last - first + 1,
+                    _ => return Err(wrong("the answer is not the range asked for")),
+                }
+            }
+            // A store that ignores ranges sends the whole object: taken
+            // only if it is no longer than the range's end, and small.
+            (Some(_), 200) if end.is_some_and(|e| e <= WHOLE_FOR_RANGE) => end.unwrap_or(0),
+            _ => return Err(wrong(&format!("unexpected HTTP {code}"))),
         };
         let body = resp
             .body_mut()
@@ -174,15 +196,22 @@ impl S3 {
             .limit(limit)
             .read_to_vec()
             .map_err(|e| self.failed("reading", &key, e))?;
-        match range {
-            // A store that ignored the range sent all of the object.
-            Some((offset, length)) if !partial => Ok(body
-                .get(offset as usize..)
-                .map(|b| b[..b.len().min(length as usize)].to_vec())
-                .unwrap_or_default()),
+        match (range, code) {
+            (Some(_), 206) if body.len() as u64 != limit => {
+                Err(wrong("the answer is shorter than its range"))
+            }
+            (Some((offset, _)), 200) => Ok(body.get(offset as usize..).unwrap_or_default().to_vec()),
             _ => Ok(body),
         }
     }
+}
+
+/// Of a `Content-Range: bytes FIRST-LAST/SIZE` header, FIRST and LAST.
+fn content_range(v: &str) -> Option<(u64, u64)> {
+    let (range, _size) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last) = (first.parse().ok()?, last.parse().ok()?);
+    (first <= last).then_some((first, last))
 }
 
 /// One page of a ListObjectsV2 answer: (key, size) of each object, and
@@ -369,6 +398,7 @@ impl Backend for S3 {
         let dir = format!("{}{}/", self.prefix, kind.dir());
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut last_key: Option<String> = None;
         loop {
             // ListObjectsV2 is a GET of the bucket with these parameters.
             let mut action = self.bucket.get_object(Some(&self.credentials), "");
@@ -393,13 +423,26 @@ impl Backend for S3 {
                 .limit(LIST_PAGE_BYTES)
                 .read_to_string()
                 .map_err(|e| self.failed("listing", &dir, e))?;
-            let page = parse_list(&body)
-                .ok_or_else(|| anyhow!("listing {dir} of {}: an unreadable answer", self.location))?;
+            let refused = |what: &str| anyhow!("listing {dir} of {}: {what}", self.location);
+            let page = parse_list(&body).ok_or_else(|| refused("an unreadable answer"))?;
+            if page.next.is_some() && page.objects.is_empty() {
+                return Err(refused("a page with nothing on it that says more follow"));
+            }
+            if out.len() + page.objects.len() > MAX_LISTED {
+                return Err(refused(&format!("more than {MAX_LISTED} objects")));
+            }
             for (key, size) in page.objects {
-                // Keys come URL-encoded (encoding-type=url).
-                let Some(key) = percent_decoded(&key) else {
-                    continue;
-                };
+                // Keys come URL-encoded (encoding-type=url), in order, each
+                // once: a store that repeats a page or never ends its
+                // listing is caught here.
+                let key = percent_decoded(&key).ok_or_else(|| refused("an undecodable key"))?;
+                if last_key
+                    .as_ref()
+                    .is_some_and(|last| key.as_str() <= last.as_str())
+                {
+                    return Err(refused("keys out of order or listed twice"));
+                }
+                last_key = Some(key.clone());
                 let Some(rest) = key.strip_prefix(&dir) else {
                     continue;
                 };
@@ -494,6 +537,21 @@ mod tests {
     }
 
     #[test]
+    fn content_ranges_are_read_strictly() {
+        assert_eq!(content_range("bytes 0-9/100"), Some((0, 9)));
+        assert_eq!(content_range("bytes 5-5/*"), Some((5, 5)));
+        for bad in [
+            "bytes 9-0/100",
+            "bytes */100",
+            "items 0-9/100",
+            "bytes 0-9",
+            "bytes -1-9/100",
+        ] {
+            assert_eq!(content_range(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn listed_keys_are_decoded_strictly() {
         assert_eq!(percent_decoded("a%2Fb%2fc").as_deref(), Some("a/b/c"));
         assert_eq!(percent_decoded("plain").as_deref(), Some("plain"));
@@ -519,5 +577,75 @@ mod tests {
         ] {
             assert!(S3::with_credentials(bad, c(), "r").is_err(), "{bad}");
         }
+    }
+
+    /// A hostile store on loopback: answers every request with what
+    /// `answer` makes of its request line (status line, headers, body).
+    fn hostile(answer: fn(&str) -> (String, Vec<u8>)) -> S3 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut h = String::new();
+                while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                    h.clear();
+                }
+                let (head, body) = answer(&line);
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = w.write_all(&body);
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/bucket/p");
+        S3::with_credentials(&url, Credentials::new("k", "s"), "r").unwrap()
+    }
+
+    #[test]
+    fn a_store_that_never_ends_its_listing_is_refused() {
+        let s = hostile(|_| {
+            let page = "<ListBucketResult><Contents><Key>p/index/aa</Key><Size>1</Size></Contents>\
+                <IsTruncated>true</IsTruncated><NextContinuationToken>again</NextContinuationToken>\
+                </ListBucketResult>";
+            ("HTTP/1.1 200 OK\r\n".into(), page.as_bytes().to_vec())
+        });
+        let e = s.list(Kind::Index).unwrap_err();
+        assert!(format!("{e:#}").contains("out of order or listed twice"), "{e:#}");
+    }
+
+    #[test]
+    fn a_range_answered_with_other_bytes_is_refused() {
+        let shifted = hostile(|_| {
+            let head = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 10-19/100\r\n";
+            (head.into(), vec![7; 10])
+        });
+        let e = shifted.read_range(Kind::Packs, "abcd", 0, 10).unwrap_err();
+        assert!(format!("{e:#}").contains("not the range asked for"), "{e:#}");
+        let short = hostile(|_| {
+            let head = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\n";
+            (head.into(), vec![7; 4])
+        });
+        assert!(short.read_range(Kind::Packs, "abcd", 0, 10).is_err());
+        // The whole object for a range: only what the range needs is read.
+        let whole = hostile(|_| ("HTTP/1.1 200 OK\r\n".into(), vec![7; 1 << 20]));
+        assert!(whole.read_range(Kind::Packs, "abcd", 0, 10).is_err());
+        let e = whole.read_range(Kind::Packs, "abcd", 100 << 20, 10).unwrap_err();
+        assert!(format!("{e:#}").contains("unexpected HTTP 200"), "{e:#}");
+        // A whole read answered with a part is refused too.
+        let part = hostile(|_| {
+            let head = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\n";
+            (head.into(), vec![7; 10])
+        });
+        assert!(part.read(Kind::Packs, "abcd").is_err());
     }
 }

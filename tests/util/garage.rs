@@ -131,24 +131,29 @@ impl Garage {
             dir,
             bin,
         };
+        // Up once its RPC port answers: `status` asks the server itself
+        // (`node id` reads only the local key).
         let deadline = Instant::now() + Duration::from_secs(60);
-        let node = loop {
+        loop {
             let out = Command::new(&g.bin)
                 .arg("-c")
                 .arg(g.dir.join("garage.toml"))
-                .args(["node", "id", "-q"])
+                .arg("status")
+                .stdin(Stdio::null())
                 .output()
                 .unwrap();
             if out.status.success() {
-                break String::from_utf8_lossy(&out.stdout).trim().to_string();
+                break;
             }
             assert!(
                 Instant::now() < deadline,
-                "garage did not start: {}",
+                "garage did not start: {}{}",
+                String::from_utf8_lossy(&out.stderr),
                 std::fs::read_to_string(g.dir.join("server.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
-        };
+        }
+        let node = g.cli(&["node", "id", "-q"]).trim().to_string();
         let node = node.split('@').next().unwrap().to_string();
         g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
         g.cli(&["layout", "apply", "--version", "1"]);
