@@ -73,6 +73,29 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Show every snapshot as a read-only directory (FUSE), in the foreground
     Mount(MountArgs),
+    /// The certificate authority of the strongroom server
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Make a CA: DIR/ca.pem (for clients) and DIR/ca.key (keep offline)
+    Init {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Issue a server certificate signed by the CA: DIR/NAME.pem, DIR/NAME.key
+    Issue {
+        /// The directory holding ca.pem and ca.key
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The server's host name or IP address, as clients will name it
+        #[arg(long, value_name = "NAME")]
+        host: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! One file of glue per subcommand.
 
 mod backup;
+mod ca;
 mod check;
 mod init;
 mod key;
@@ -112,6 +113,7 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Repair(crate::cli::RepairCommand::Snapshots(a)) => repair_snapshots::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
+        Command::Ca(c) => ca::run(&ctx, &c),
     }
 }
 
