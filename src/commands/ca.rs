@@ -5,18 +5,22 @@
 //! Keys are ECDSA P-256. The CA certificate may sign only end-entity
 //! certificates (path length 0) and is good for 10 years; a server
 //! certificate names one host (a DNS name or an IP address), is for TLS
-//! servers only and is good for 397 days. Private keys are written 0600,
-//! never over an existing file.
+//! servers only and is good for 397 days, never past its CA. Keys are
+//! written 0600 into a directory of the user's that nobody else can write
+//! (a new one is made 0700), through its descriptor, never over an
+//! existing file; a certificate and its key are written both or neither.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use zeroize::Zeroizing;
 
 use super::Ctx;
@@ -49,32 +53,70 @@ fn serial(params: &mut CertificateParams) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to a new file `dir/name` with `mode`; an existing file
-/// is never replaced.
-fn write_new(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+/// The output directory: made 0700 if missing; one that exists must be
+/// the user's own and writable by nobody else (someone who can write
+/// there could swap the CA's files later).
+fn out_dir(out: &Path) -> Result<OwnedFd> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    let dir = rfs::open(
+        out,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {} (a directory, not a symlink)", out.display()))?;
+    let st = rfs::fstat(&dir).with_context(|| format!("reading {}", out.display()))?;
+    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
+        return Err(Exit::usage(format!(
+            "{} is not a directory of yours that only you can write: choose another for keys",
+            out.display()
+        )));
+    }
+    Ok(dir)
 }
 
-fn init(ctx: &Ctx, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for name in ["ca.pem", "ca.key"] {
-        if out.join(name).symlink_metadata().is_ok() {
+/// Writes the new files `(name, bytes, mode)` into `dir`, all or none: a
+/// name already taken refuses them all, and a failure removes what was
+/// written.
+fn write_all_new(dir: &OwnedFd, shown: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {
+    for (name, _, _) in files {
+        if rfs::statat(dir, *name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
             return Err(Exit::usage(format!(
-                "{} already exists: a CA is made once (move it away to make another)",
-                out.join(name).display()
+                "{} already exists: nothing was written",
+                shown.join(name).display()
             )));
         }
     }
+    let mut written: Vec<&str> = Vec::new();
+    for (name, bytes, mode) in files {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let done = rfs::openat(dir, *name, flags, Mode::from_raw_mode(*mode))
+            .map_err(std::io::Error::from)
+            .and_then(|fd| {
+                // The mode as asked, whatever the umask.
+                rfs::fchmod(&fd, Mode::from_raw_mode(*mode))?;
+                let mut f = std::fs::File::from(fd);
+                f.write_all(bytes)?;
+                f.sync_all()
+            });
+        if let Err(e) = done {
+            written.push(name);
+            for w in &written {
+                let _ = rfs::unlinkat(dir, *w, AtFlags::empty());
+            }
+            return Err(e).with_context(|| format!("writing {}", shown.join(name).display()));
+        }
+        written.push(name);
+    }
+    rfs::fsync(dir).with_context(|| format!("syncing {}", shown.display()))?;
+    Ok(())
+}
+
+fn init(ctx: &Ctx, out: &Path) -> Result<()> {
+    let dir = out_dir(out)?;
     let key = KeyPair::generate().context("making the CA key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -85,13 +127,15 @@ fn init(ctx: &Ctx, out: &Path) -> Result<()> {
     validity(&mut params, CA_DAYS);
     serial(&mut params)?;
     let cert = params.self_signed(&key).context("signing the CA certificate")?;
-    write_new(
+    let key_pem = Zeroizing::new(key.serialize_pem());
+    write_all_new(
+        &dir,
         out,
-        "ca.key",
-        Zeroizing::new(key.serialize_pem()).as_bytes(),
-        0o600,
+        &[
+            ("ca.key", key_pem.as_bytes(), 0o600),
+            ("ca.pem", cert.pem().as_bytes(), 0o644),
+        ],
     )?;
-    write_new(out, "ca.pem", cert.pem().as_bytes(), 0o644)?;
     if !ctx.global.quiet {
         println!(
             "made a CA in {}: ca.pem (give it to clients: --ca, or keygen --ca) and ca.key (keep it offline)",
@@ -108,7 +152,8 @@ fn check_host(host: &str) -> Result<SanType> {
         return Ok(SanType::IpAddress(ip));
     }
     let ok = !host.is_empty()
-        && host.len() <= 253
+        // Also a file name: NAME.key within 255 bytes.
+        && host.len() <= 250
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -131,24 +176,25 @@ fn check_host(host: &str) -> Result<SanType> {
 
 fn issue(ctx: &Ctx, ca: &Path, host: &str, out: &Path) -> Result<()> {
     let san = check_host(host)?;
-    let read = |name: &str| -> Result<Zeroizing<String>> {
-        let p = ca.join(name);
-        let meta = p
-            .symlink_metadata()
-            .with_context(|| format!("reading {}", p.display()))?;
-        if !meta.is_file() || meta.len() > 64 << 10 {
-            bail!("{} is not a CA file strongroom made", p.display());
-        }
-        Ok(Zeroizing::new(
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-        ))
-    };
-    let ca_key = KeyPair::from_pem(&read("ca.key")?).context("reading the CA key")?;
-    let issuer = Issuer::from_ca_cert_pem(&read("ca.pem")?, ca_key).context("reading the CA certificate")?;
+    let ca_dir = rfs::open(
+        ca,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", ca.display()))?;
+    let ca_key = read_ca_file(&ca_dir, ca, "ca.key", true)?;
+    let ca_key = KeyPair::from_pem(std::str::from_utf8(&ca_key).unwrap_or_default())
+        .with_context(|| format!("reading {}", ca.join("ca.key").display()))?;
+    let ca_pem = read_ca_file(&ca_dir, ca, "ca.pem", false)?;
+    let ca_not_after =
+        check_ca(&ca_pem, &ca_key).with_context(|| format!("{}", ca.join("ca.pem").display()))?;
+    let issuer = Issuer::from_ca_cert_pem(std::str::from_utf8(&ca_pem).unwrap_or_default(), ca_key)
+        .context("reading the CA certificate")?;
     let key = KeyPair::generate().context("making the server key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, host);
+    let name = host.to_ascii_lowercase();
+    dn.push(DnType::CommonName, name.as_str());
     params.distinguished_name = dn;
     params.subject_alt_names = vec![san];
     params.is_ca = IsCa::ExplicitNoCa;
@@ -156,24 +202,81 @@ fn issue(ctx: &Ctx, ca: &Path, host: &str, out: &Path) -> Result<()> {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, SERVER_DAYS);
+    // Never past the CA.
+    params.not_after = params.not_after.min(ca_not_after);
     serial(&mut params)?;
     let cert = params
         .signed_by(&key, &issuer)
         .context("signing the server certificate")?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let name = host.to_ascii_lowercase();
-    write_new(
+    let dir = out_dir(out)?;
+    let key_pem = Zeroizing::new(key.serialize_pem());
+    let (key_name, cert_name) = (format!("{name}.key"), format!("{name}.pem"));
+    write_all_new(
+        &dir,
         out,
-        &format!("{name}.key"),
-        Zeroizing::new(key.serialize_pem()).as_bytes(),
-        0o600,
+        &[
+            (&key_name, key_pem.as_bytes(), 0o600),
+            (&cert_name, cert.pem().as_bytes(), 0o644),
+        ],
     )?;
-    write_new(out, &format!("{name}.pem"), cert.pem().as_bytes(), 0o644)?;
     if !ctx.global.quiet {
         println!(
-            "issued a certificate for {name}, good for {SERVER_DAYS} days: {}/{name}.pem and {name}.key",
+            "issued a certificate for {name}, good until {}: {}/{cert_name} and {key_name}",
+            params.not_after.date(),
             out.display()
         );
     }
     Ok(())
+}
+
+/// A file of the CA directory, read through its descriptor: a regular
+/// file (not a symlink) of at most 64 KiB; the key must be readable by its
+/// owner only.
+fn read_ca_file(dir: &OwnedFd, shown: &Path, name: &str, secret: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let path = shown.join(name);
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {} (a file, not a symlink)", path.display()))?;
+    let st = rfs::fstat(&fd).with_context(|| format!("reading {}", path.display()))?;
+    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile || st.st_size > 64 << 10 {
+        bail!("{} is not a CA file strongroom made", path.display());
+    }
+    if secret && st.st_mode & 0o077 != 0 {
+        return Err(Exit::usage(format!(
+            "{} can be read by others (mode {:o}): `chmod 600` it, and think about who has read it",
+            path.display(),
+            st.st_mode & 0o777
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(st.st_size as usize + 1));
+    std::fs::File::from(fd)
+        .take(64 << 10)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
+}
+
+/// Checks that `pem` is a CA certificate, valid now, whose public key is
+/// `key`'s; its end of validity.
+fn check_ca(pem: &[u8], key: &KeyPair) -> Result<time::OffsetDateTime> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|_| anyhow!("not a PEM certificate"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|_| anyhow!("not an X.509 certificate"))?;
+    if !cert.is_ca() {
+        bail!("not a CA certificate");
+    }
+    if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+        bail!("does not belong to ca.key beside it");
+    }
+    let not_after = time::OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|_| anyhow!("an unreadable end of validity"))?;
+    if not_after <= time::OffsetDateTime::now_utc() {
+        bail!("the CA expired on {}", not_after.date());
+    }
+    Ok(not_after)
 }

@@ -48,37 +48,58 @@ fn find() -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free loopback ports (both held until both are chosen).
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
+/// Removes the directories of Garages whose test process is gone.
+fn remove_stale(parent: &Path) {
+    for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("garage-")?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 impl Garage {
-    fn cli(&self, args: &[&str]) -> String {
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(&self.bin)
             .arg("-c")
             .arg(self.dir.join("garage.toml"))
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "garage {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .map_err(|e| format!("running {}: {e}", self.bin.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "garage {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn start() -> Garage {
+    fn start() -> Result<Garage, String> {
         let bin = find();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("garage-{}", std::process::id()));
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        remove_stale(parent);
+        let dir = parent.join(format!("garage-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (rpc, s3) = (free_port(), free_port());
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (rpc, s3) = free_ports();
         let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) as u8)).collect();
         std::fs::write(
             dir.join("garage.toml"),
@@ -97,79 +118,85 @@ impl Garage {
                 d = dir.display()
             ),
         )
-        .unwrap();
+        .map_err(|e| e.to_string())?;
         // Started from a thread that lives as long as the process: the
         // server is killed when the thread that spawned it ends.
         let (tx, rx) = std::sync::mpsc::channel();
         let (b, d) = (bin.clone(), dir.clone());
         std::thread::spawn(move || {
-            let log = std::fs::File::create(d.join("server.log")).unwrap();
-            let mut cmd = Command::new(&b);
-            cmd.arg("-c")
-                .arg(d.join("garage.toml"))
-                .arg("server")
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            // SAFETY: prctl only, between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn();
-            tx.send(child.map(|c| c.id())).unwrap();
+            let spawned = std::fs::File::create(d.join("server.log")).and_then(|log| {
+                let mut cmd = Command::new(&b);
+                cmd.arg("-c")
+                    .arg(d.join("garage.toml"))
+                    .arg("server")
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log);
+                // SAFETY: prctl only, between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                cmd.spawn()
+            });
+            let _ = tx.send(spawned);
             loop {
                 std::thread::park();
             }
         });
-        rx.recv().unwrap().expect("starting garage");
+        let mut child = rx
+            .recv()
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let g = Garage {
             endpoint: format!("http://127.0.0.1:{s3}"),
             dir,
             bin,
         };
-        // Up once its RPC port answers: `status` asks the server itself
-        // (`node id` reads only the local key).
+        let log = |g: &Garage| std::fs::read_to_string(g.dir.join("server.log")).unwrap_or_default();
+        // Up once its RPC port answers (`status` asks the server itself)
+        // and its S3 port takes connections.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = Command::new(&g.bin)
-                .arg("-c")
-                .arg(g.dir.join("garage.toml"))
-                .arg("status")
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            if out.status.success() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("garage exited ({status}): {}", log(&g)));
+            }
+            let s3_up = std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok();
+            if s3_up && g.cli(&["status"]).is_ok() {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "garage did not start: {}{}",
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(g.dir.join("server.log")).unwrap_or_default()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("garage did not start within 60 s: {}", log(&g)));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let node = g.cli(&["node", "id", "-q"]).trim().to_string();
-        let node = node.split('@').next().unwrap().to_string();
-        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        g.cli(&["layout", "apply", "--version", "1"]);
-        g.cli(&["bucket", "create", BUCKET]);
-        g.cli(&["key", "import", "--yes", "-n", "tests", KEY_ID, SECRET]);
+        let node = g.cli(&["node", "id", "-q"])?;
+        let node = node.trim().split('@').next().unwrap_or_default().to_string();
+        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
+        g.cli(&["layout", "apply", "--version", "1"])?;
+        g.cli(&["bucket", "create", BUCKET])?;
+        g.cli(&["key", "import", "--yes", "-n", "tests", KEY_ID, SECRET])?;
         g.cli(&[
             "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_ID,
-        ]);
-        g
+        ])?;
+        // The child stays with the parked thread's process; dropping the
+        // handle neither kills nor waits for it.
+        drop(child);
+        Ok(g)
     }
 }
 
-/// The one Garage of this test process.
+/// The one Garage of this test process, started by the first test that
+/// asks; a failure to start is told to every test, and not tried again.
 pub fn garage() -> &'static Garage {
-    static G: OnceLock<Garage> = OnceLock::new();
-    G.get_or_init(Garage::start)
+    static G: OnceLock<Result<Garage, String>> = OnceLock::new();
+    match G.get_or_init(Garage::start) {
+        Ok(g) => g,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// A repository URL of a prefix no other test of this process uses.
