@@ -6,12 +6,11 @@
 //! tree on this machine, which `benches/mount.sh` measures strongroom's
 //! mount (and restic's) against.
 //!
-//! It asks the kernel for what strongroom's mount asks for: readdirplus
-//! for every listing, parallel directory operations, cached symlink
-//! targets, the largest read-ahead, long entry and attribute timeouts; it
-//! answers `open` and `opendir` with ENOSYS (the kernel then sends none),
-//! `getxattr` with ENODATA and `listxattr` with an empty list, and mounts
-//! `ro,nosuid,nodev,default_permissions` with the same number of threads.
+//! It asks the kernel for what strongroom's mount asks for and mounts the
+//! same way, through the mount's own functions (`ask_kernel`,
+//! `fuse_config`); it keeps entries and attributes as long, answers `open`
+//! and `opendir` with ENOSYS (the kernel then sends none), `getxattr` with
+//! ENODATA and `listxattr` with an empty list.
 //!
 //!   cargo run --release --example nulltree -- DIR MOUNTPOINT
 
@@ -22,9 +21,9 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
-    ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyXattr,
+    Request,
 };
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -159,12 +158,7 @@ fn byte_at(offset: u64) -> u8 {
 
 impl Filesystem for Tree {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        if let Err(max) = config.set_max_readahead(u32::MAX) {
-            let _ = config.set_max_readahead(max);
-        }
-        let wanted =
-            InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        strongroom::mount::filesystem::ask_kernel(config);
         Ok(())
     }
 
@@ -286,20 +280,6 @@ fn main() -> std::io::Result<()> {
         std::process::exit(2);
     };
     let tree = Tree::read(Path::new(dir))?;
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::RO,
-        MountOption::NoSuid,
-        MountOption::NoDev,
-        MountOption::DefaultPermissions,
-        MountOption::FSName("nulltree".into()),
-    ];
-    config.n_threads = Some(
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(2, 16),
-    );
-    config.clone_fd = true;
+    let config = strongroom::mount::daemon::fuse_config(false, "nulltree");
     fuser::mount(tree, mountpoint, &config)
 }

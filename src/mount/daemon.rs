@@ -70,19 +70,21 @@ pub fn check_mountpoint(mountpoint: &Path, avoid: &[(PathBuf, &str)]) -> Result<
     Ok(mp)
 }
 
-/// Mounts `fs` at `mountpoint` and serves it until it is unmounted (by
-/// `umount`, or by SIGINT or SIGTERM).
-pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> Result<()> {
+/// How the mount is mounted, `name` its source in the mount table: read
+/// only, `nosuid,nodev,default_permissions`, the owner alone unless
+/// `allow_other`, a thread per core (2 to 16) each with its own
+/// descriptor. Also used by `examples/nulltree.rs`.
+pub fn fuse_config(allow_other: bool, name: &str) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
         MountOption::NoSuid,
         MountOption::NoDev,
         MountOption::DefaultPermissions,
-        MountOption::FSName("strongroom".into()),
-        MountOption::Subtype("strongroom".into()),
+        MountOption::FSName(name.into()),
+        MountOption::Subtype(name.into()),
     ];
-    config.acl = if options.allow_other {
+    config.acl = if allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
@@ -94,6 +96,13 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
             .clamp(2, 16),
     );
     config.clone_fd = true;
+    config
+}
+
+/// Mounts `fs` at `mountpoint` and serves it until it is unmounted (by
+/// `umount`, or by SIGINT or SIGTERM).
+pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> Result<()> {
+    let config = fuse_config(options.allow_other, "strongroom");
     let reader = fs.reader.clone();
     let mut session = Session::new(fs, mountpoint, &config).map_err(|e| {
         // Only root mounts through /dev/fuse directly; anyone else needs the

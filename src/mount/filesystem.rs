@@ -33,20 +33,26 @@ fn reply_xattr(r: Result<XattrReply, Errno>, reply: ReplyXattr) {
     }
 }
 
+/// What the mount asks of the kernel at init (also asked by
+/// `examples/nulltree.rs`, the ceiling it is measured against).
+pub fn ask_kernel(config: &mut KernelConfig) {
+    // The largest read-ahead the kernel allows.
+    if let Err(max) = config.set_max_readahead(u32::MAX) {
+        let _ = config.set_max_readahead(max);
+    }
+    // Always readdirplus (not the kernel's adaptive choice): a listing
+    // hands over every entry's attributes, so `ls -l` and `find` need no
+    // lookup per entry. Symlink targets are kept by the kernel too: a path
+    // through `snapshots/latest` is otherwise resolved by a READLINK every
+    // time.
+    let wanted =
+        InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+    let _ = config.add_capabilities(wanted & config.capabilities());
+}
+
 impl Filesystem for MountFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // The largest read-ahead the kernel allows.
-        if let Err(max) = config.set_max_readahead(u32::MAX) {
-            let _ = config.set_max_readahead(max);
-        }
-        // Always readdirplus (not the kernel's adaptive choice): a listing
-        // hands over every entry's attributes, so `ls -l` and `find` need
-        // no lookup per entry.
-        // Symlink targets are kept by the kernel too: a path through
-        // `snapshots/latest` is otherwise resolved by a READLINK every time.
-        let wanted =
-            InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        ask_kernel(config);
         Ok(())
     }
 
