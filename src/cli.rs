@@ -28,9 +28,14 @@ pub struct Global {
     /// Read the key file's passphrase from this file
     #[arg(long, global = true)]
     pub passphrase_file: Option<PathBuf>,
-    /// CA certificate (PEM) to trust for https:// repositories
+    /// CA certificate (PEM) to trust for https:// repositories; keygen and
+    /// key export-writer carry it in the key file
     #[arg(long, env = "STRONGROOM_CA", global = true)]
     pub ca: Option<PathBuf>,
+    /// Read the server account's password from this file (else
+    /// STRONGROOM_PASSWORD, else the terminal)
+    #[arg(long, global = true)]
+    pub password_file: Option<PathBuf>,
     /// Cache directory (default: $XDG_CACHE_HOME/strongroom or ~/.cache/strongroom)
     #[arg(long, env = "STRONGROOM_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
@@ -76,6 +81,101 @@ pub enum Command {
     /// The certificate authority of the strongroom server
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The strongroom server: repositories for accounts over HTTPS
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Serve repositories over HTTPS until SIGINT or SIGTERM
+    Serve {
+        /// Address and port to listen on, e.g. 0.0.0.0:8443 or [::]:8443
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The server's certificate (PEM), from `strongroom ca issue`
+        #[arg(long, value_name = "PEM")]
+        cert: PathBuf,
+        /// The certificate's private key (PEM)
+        #[arg(long, value_name = "PEM")]
+        key: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Manage the server's accounts
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+/// Where the server keeps repositories and accounts.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct StoreArgs {
+    /// A local directory
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// An S3 bucket and prefix, s3:http(s)://host:port/bucket/prefix
+    /// (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)
+    #[arg(long, value_name = "URL")]
+    pub s3: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Add an account (its password from --password-file, STRONGROOM_PASSWORD or the terminal)
+    Add {
+        name: String,
+        /// A role on a repository, REPO=admin|writer|reader (repeatable)
+        #[arg(long = "role", value_name = "REPO=ROLE")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give an account a role on a repository
+    Grant {
+        name: String,
+        #[arg(value_name = "REPO=ROLE")]
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Take an account's role on a repository away
+    Revoke {
+        name: String,
+        #[arg(value_name = "REPO")]
+        repo: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set an account's password, with a reset token or as the operator;
+    /// ends the account's sessions
+    Passwd {
+        name: String,
+        /// The one-time token `account reset` printed; without a value it
+        /// is read from STRONGROOM_RESET_TOKEN or the terminal
+        #[arg(long, value_name = "TOKEN", num_args = 0..=1, default_missing_value = "")]
+        token: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Clear an account's password and print a one-time token (good for
+    /// 24 hours) that sets a new one; ends the account's sessions
+    Reset {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove an account (its repositories stay)
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List accounts and their roles
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

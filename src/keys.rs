@@ -431,16 +431,43 @@ fn push_secret(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
 }
 
 fn prompt_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
+    prompt_tty_or(
+        prompt,
+        "a passphrase is needed and there is no terminal to ask on: use --passphrase-file, \
+         STRONGROOM_PASSPHRASE or STRONGROOM_PASSPHRASE_FILE",
+    )
+}
+
+/// A strongroom server account's password: `--password-file`, else
+/// `STRONGROOM_PASSWORD`, else asked on the terminal (twice when `new`).
+pub fn account_password(file: Option<&Path>, prompt: &str, new: bool) -> Result<Zeroizing<Vec<u8>>> {
+    const MISSING: &str = "a server account's password is needed and there is no terminal to ask on: \
+        use --password-file or STRONGROOM_PASSWORD";
+    let p = if let Some(f) = file {
+        read_passphrase_file(f)?
+    } else if let Some(v) = std::env::var_os("STRONGROOM_PASSWORD") {
+        Zeroizing::new(v.into_encoded_bytes())
+    } else {
+        let a = prompt_tty_or(prompt, MISSING)?;
+        if new && a != prompt_tty_or("Repeat it: ", MISSING)? {
+            bail!("the two passwords differ");
+        }
+        a
+    };
+    if p.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(p)
+}
+
+/// Asks on the terminal with echo off; `missing` says what to do when
+/// there is none.
+pub fn prompt_tty_or(prompt: &str, missing: &str) -> Result<Zeroizing<Vec<u8>>> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/tty")
-        .map_err(|_| {
-            Exit::usage(
-                "a passphrase is needed and there is no terminal to ask on: use --passphrase-file, \
-                 STRONGROOM_PASSPHRASE or STRONGROOM_PASSPHRASE_FILE",
-            )
-        })?;
+        .map_err(|_| Exit::usage(missing))?;
     use std::os::fd::AsRawFd;
     let fd = tty.as_raw_fd();
     // SAFETY: termios calls on a file descriptor we own, with a zeroed struct
@@ -474,7 +501,7 @@ fn prompt_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
     if have_termios {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
     }
-    read.context("reading the passphrase from the terminal")?;
+    read.context("reading from the terminal")?;
     while line.last().is_some_and(|c| *c == b'\r') {
         line.pop();
     }

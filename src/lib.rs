@@ -19,6 +19,7 @@ pub mod keys;
 pub mod mount;
 pub mod progress;
 pub mod repository;
+pub mod server;
 
 use std::sync::atomic::{AtomicI8, Ordering};
 

@@ -255,7 +255,7 @@ fn a_blob_whose_first_location_fails_is_read_from_the_next() {
     // would: the reader must go on to the real location.
     let key = strongroom::keys::load(&env.keys.full, &Default::default()).unwrap();
     let shared = key.shared();
-    let backend = strongroom::backend::open(env.repo().to_str().unwrap()).unwrap();
+    let backend = strongroom::backend::open(env.repo().to_str().unwrap(), &Default::default()).unwrap();
     let repo = strongroom::repository::Repository::open(backend.clone(), shared).unwrap();
     let real: Vec<String> = env
         .repo_objects("index")

@@ -4,6 +4,7 @@
 //! Every backend implements [`Backend`] and passes the shared suite in
 //! `tests` below (the in-memory one included).
 
+pub mod https;
 pub mod local;
 pub mod mem;
 pub mod retry;
@@ -204,8 +205,53 @@ pub fn read_bounded(backend: &dyn Backend, kind: Kind, name: &str) -> Result<Vec
     Ok(bytes)
 }
 
+/// What a remote repository needs beyond its URL.
+#[derive(Default)]
+pub struct Remote<'a> {
+    /// `--ca PEM` or `STRONGROOM_CA`.
+    pub ca: Option<&'a std::path::Path>,
+    /// The CA certificate a key file carries.
+    pub key_ca: Option<&'a str>,
+    /// `--password-file`.
+    pub password_file: Option<&'a std::path::Path>,
+}
+
+/// Where a site's package puts its CA certificate.
+pub const SITE_CA: &str = "/etc/strongroom/ca.pem";
+
+impl Remote<'_> {
+    /// The CA to trust: `--ca`/`STRONGROOM_CA`, else the key file's, else
+    /// [`SITE_CA`].
+    pub fn trust(&self, url: &str) -> Result<https::Trust> {
+        if let Some(path) = self.ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("reading the CA certificate {}: {e}", path.display()))?;
+            return Ok(https::Trust {
+                pem,
+                source: format!("--ca {}", path.display()),
+            });
+        }
+        if let Some(pem) = self.key_ca {
+            return Ok(https::Trust {
+                pem: pem.as_bytes().to_vec(),
+                source: "the key file's CA certificate".into(),
+            });
+        }
+        match std::fs::read(SITE_CA) {
+            Ok(pem) => Ok(https::Trust {
+                pem,
+                source: SITE_CA.into(),
+            }),
+            Err(_) => Err(crate::error::Exit::usage(format!(
+                "repository {url}: no strongroom CA to trust: give --ca PEM (or STRONGROOM_CA), \
+                 use a key file made with --ca, or install {SITE_CA}"
+            ))),
+        }
+    }
+}
+
 /// Opens the backend a repository URL names.
-pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
+pub fn open(url: &str, remote: &Remote) -> Result<Arc<dyn Backend>> {
     if let Some(path) = url.strip_prefix("file://") {
         return Ok(Arc::new(local::Local::new(path)));
     }
@@ -213,9 +259,17 @@ pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
         return Ok(Arc::new(retry::Retry::new(s3::S3::new(rest)?)));
     }
     if url.starts_with("https://") || url.starts_with("http://") {
-        return Err(crate::error::Exit::usage(format!(
-            "repository {url}: remote backends are not available in this build yet; use a local path"
-        )));
+        https::parse_url(url)?;
+        let trust = remote.trust(url)?;
+        let (_, account, _) = https::parse_url(url)?;
+        let password = crate::keys::account_password(
+            remote.password_file,
+            &format!("Password of account {account}: "),
+            false,
+        )?;
+        return Ok(Arc::new(retry::Retry::new(https::Https::new(
+            url, trust, password,
+        )?)));
     }
     if url.starts_with("mem:") {
         return Ok(Arc::new(mem::Mem::default()));

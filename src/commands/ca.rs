@@ -280,3 +280,25 @@ fn check_ca(pem: &[u8], key: &KeyPair) -> Result<time::OffsetDateTime> {
     }
     Ok(not_after)
 }
+
+/// The CA certificate a key file is to carry (`--ca PEM` of `keygen` and
+/// `key export-writer`): one PEM CA certificate, nothing else.
+pub fn certificate_to_carry(path: &Path) -> Result<String> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the CA certificate {}", path.display()))?;
+    let bad = |why: &str| anyhow!("--ca {}: {why}", path.display());
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not a PEM certificate"))?;
+    if text.len() > 64 << 10 || text.contains("PRIVATE KEY") {
+        return Err(bad(
+            "not a CA certificate alone (a private key must never travel in a key file)",
+        ));
+    }
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|_| bad("not a PEM certificate"))?;
+    let cert = pem.parse_x509().map_err(|_| bad("not an X.509 certificate"))?;
+    if !cert.is_ca() {
+        return Err(bad(
+            "not a CA certificate (give ca.pem from `strongroom ca init`)",
+        ));
+    }
+    Ok(text.to_string())
+}

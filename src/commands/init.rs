@@ -8,7 +8,7 @@ use super::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let key = ctx.load_key()?.into_full("create a repository")?;
-    let backend = ctx.backend()?;
+    let backend = ctx.backend(&key.shared)?;
     let repo = Repository::init(backend.clone(), &key)?;
     if ctx.global.json {
         super::print_json(

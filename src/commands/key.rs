@@ -28,7 +28,16 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             let key = ctx.load_key()?.into_full("export a writer key")?;
             let host = host.unwrap_or_else(crate::hostname);
             let pass = new_passphrase(no_passphrase, new_passphrase_file)?;
-            let writer = key.export_writer(&host, bits)?;
+            let ca_pem = ctx
+                .global
+                .ca
+                .as_deref()
+                .map(super::ca::certificate_to_carry)
+                .transpose()?;
+            let mut writer = key.export_writer(&host, bits)?;
+            if ca_pem.is_some() {
+                writer.shared.ca_pem = ca_pem;
+            }
             keys::save(&Key::Writer(writer), &out, pass.as_deref().map(|p| &p[..]))?;
             if ctx.global.json {
                 super::print_json(&serde_json::json!({
@@ -103,7 +112,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             let der = hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
             let recipient = PublicKey::from_der(&der)?;
             let recipient_fingerprint = recipient.fingerprint();
-            let mut repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
+            let mut repo = crate::repository::Repository::open(ctx.backend(&key.shared)?, &key.shared)?;
             repo.add_recipient(&key, recipient)?;
             if ctx.global.json {
                 super::print_json(&serde_json::json!({

@@ -19,7 +19,14 @@ pub fn run(ctx: &Ctx, a: KeygenArgs) -> Result<()> {
     } else {
         Some(ctx.passphrases().get_new()?)
     };
-    let key = FullKey::generate(a.bits)?;
+    let ca_pem = ctx
+        .global
+        .ca
+        .as_deref()
+        .map(super::ca::certificate_to_carry)
+        .transpose()?;
+    let mut key = FullKey::generate(a.bits)?;
+    key.shared.ca_pem = ca_pem;
     keys::save(&Key::Full(key), &a.out, passphrase.as_deref().map(|p| &p[..]))?;
     if ctx.global.json {
         super::print_json(&serde_json::json!({

@@ -94,7 +94,7 @@ fn mode_string(n: &Node) -> String {
 
 pub fn run_ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     let key = ctx.load_key()?.into_full("list a snapshot's files")?;
-    let repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
+    let repo = crate::repository::Repository::open(ctx.backend(&key.shared)?, &key.shared)?;
     let cache = ctx.cache();
     let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
     let snap = listing.find(&a.snapshot, a.host.as_deref())?;
@@ -156,7 +156,7 @@ pub fn run_ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
 
 pub fn run_dump(ctx: &Ctx, a: DumpArgs) -> Result<()> {
     let key = ctx.load_key()?.into_full("read a file's content")?;
-    let repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
+    let repo = crate::repository::Repository::open(ctx.backend(&key.shared)?, &key.shared)?;
     let cache = ctx.cache();
     let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
     let snap = listing.find(&a.snapshot, a.host.as_deref())?;

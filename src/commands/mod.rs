@@ -1,7 +1,7 @@
 //! One file of glue per subcommand.
 
 mod backup;
-mod ca;
+pub mod ca;
 mod check;
 mod init;
 mod key;
@@ -11,6 +11,7 @@ mod mount;
 mod repair_index;
 mod repair_snapshots;
 mod restore;
+mod server;
 mod snapshots;
 mod unlock;
 
@@ -53,17 +54,26 @@ impl Ctx {
         keys::load(&self.key_path()?, &self.passphrases())
     }
 
-    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+    /// The repository's storage; an `https://` one trusts the CA of
+    /// `--ca`, else the one `key` carries.
+    pub fn backend(&self, key: &crate::keys::Shared) -> Result<Arc<dyn Backend>> {
         let url = self
             .global
             .repo
             .as_deref()
             .ok_or_else(|| Exit::usage("no repository given: use -r URL or STRONGROOM_REPO"))?;
-        backend::open(url)
+        backend::open(
+            url,
+            &backend::Remote {
+                ca: self.global.ca.as_deref(),
+                key_ca: key.ca_pem.as_deref(),
+                password_file: self.global.password_file.as_deref(),
+            },
+        )
     }
 
     pub fn open(&self, key: &Key) -> Result<Repository> {
-        Repository::open(self.backend()?, key.shared())
+        Repository::open(self.backend(key.shared())?, key.shared())
     }
 
     /// Lists and verifies snapshots, and warns if the repository went back
@@ -114,6 +124,7 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Ca(c) => ca::run(&ctx, &c),
+        Command::Server(c) => server::run(&ctx, c),
     }
 }
 

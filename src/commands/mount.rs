@@ -52,7 +52,7 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
         allow_other: a.allow_other,
     };
     daemon::clean_dead_mount(&a.mountpoint)?;
-    let backend = ctx.backend()?;
+    let backend = ctx.backend(&key.shared)?;
     let cache = ctx.cache();
     let mut avoid = vec![(std::path::PathBuf::from(backend.location()), "repository")];
     if let Some(dir) = cache.path() {

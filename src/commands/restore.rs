@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         Some((s, p)) => (s.to_string(), PathBuf::from(p)),
         None => (a.snapshot.clone(), PathBuf::from("/")),
     };
-    let repo = crate::repository::Repository::open(ctx.backend()?, &key.shared)?;
+    let repo = crate::repository::Repository::open(ctx.backend(&key.shared)?, &key.shared)?;
     let cache = ctx.cache();
     let _lock = crate::repository::lock::acquire(&repo, &key.shared.subkeys, &cache, false, "restore")?;
     let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;

@@ -5,7 +5,7 @@
 //! reader takes only the canonical form and is linear in its input.
 
 /// Of a `Content-Range: bytes FIRST-LAST/SIZE` header, FIRST and LAST.
-pub(super) fn content_range(v: &str) -> Option<(u64, u64)> {
+pub(crate) fn content_range(v: &str) -> Option<(u64, u64)> {
     let (range, _size) = v.strip_prefix("bytes ")?.split_once('/')?;
     let (first, last) = range.split_once('-')?;
     let (first, last) = (first.parse().ok()?, last.parse().ok()?);

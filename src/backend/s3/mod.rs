@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
-mod answers;
+pub(crate) mod answers;
 
 use super::{Backend, Kind, Listed, NotFound, Refused, Transient};
 use crate::error::Exit;
@@ -214,6 +214,13 @@ impl S3 {
 /// size limit is not.
 pub fn transport_error(what: &str, e: ureq::Error) -> anyhow::Error {
     let message = format!("{what} failed: {e}");
+    if matches!(
+        super::https::rustls_error(&e),
+        Some(rustls::Error::InvalidCertificate(_))
+    ) {
+        // A certificate refused: asking again changes nothing.
+        return anyhow!(message);
+    }
     match e {
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
             anyhow!(message)

@@ -1,0 +1,233 @@
+//! The strongroom server: repositories for accounts over HTTPS, and
+//! nothing else.
+//!
+//! TLS only (rustls with ring: TLS 1.3 and 1.2, ECDHE key exchange and
+//! AEAD suites only, so every session is forward secret), HTTP/1.1 on
+//! hyper, storage calls on tokio's blocking pool. Instances keep no state
+//! of their own beyond caches: accounts, the session key and lock owners
+//! live in the store, so several instances on one bucket serve the same
+//! repositories and honour each other's sessions.
+
+pub mod accounts;
+mod api;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use zeroize::Zeroizing;
+
+use accounts::Account;
+use store::Store;
+
+pub use api::{HSTS, REASON, valid_object_name};
+
+/// The most connections served at once; more wait in the kernel's queue.
+const MAX_CONNECTIONS: usize = 1024;
+/// Request and response bodies held in memory at once, in MiB.
+const MEMORY_MIB: u32 = 1024;
+/// Logins whose key derivation runs at once.
+const KDF_AT_ONCE: usize = 2;
+/// How long an account read from the store is trusted.
+const ACCOUNT_CACHE: Duration = Duration::from_secs(5);
+/// How long a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Failed logins per account and per address, each slowing the next.
+#[derive(Default)]
+pub struct Throttle {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl Throttle {
+    /// After n failures, the next try waits 2^(n-1) seconds, at most a
+    /// minute.
+    fn delay(n: u32) -> Duration {
+        Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+    }
+
+    pub fn failed(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            // Forget what is over a quarter of an hour old.
+            let horizon = Duration::from_secs(15 * 60);
+            map.retain(|_, (_, last)| last.elapsed() < horizon);
+        }
+        let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
+        *e = (e.0.saturating_add(1), Instant::now());
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// What every request handler shares.
+pub struct Shared {
+    store: Store,
+    session_key: Zeroizing<Vec<u8>>,
+    throttle: Throttle,
+    kdf: Semaphore,
+    memory: Semaphore,
+    accounts: Mutex<HashMap<String, (Instant, Option<Account>)>>,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn count_error(&self) {
+        self.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Holds `bytes` of the memory budget until dropped.
+    async fn memory(&self, bytes: u64) -> Result<SemaphorePermit<'_>, tokio::sync::AcquireError> {
+        let mib = bytes.div_ceil(1 << 20).clamp(1, MEMORY_MIB as u64) as u32;
+        self.memory.acquire_many(mib).await
+    }
+
+    /// An account, from a cache of a few seconds.
+    async fn account(self: &Arc<Self>, name: &str) -> Result<Option<Account>> {
+        if let Some((at, a)) = self.accounts.lock().unwrap_or_else(|e| e.into_inner()).get(name)
+            && at.elapsed() < ACCOUNT_CACHE
+        {
+            return Ok(a.clone());
+        }
+        let (s, n) = (self.clone(), name.to_string());
+        let a = tokio::task::spawn_blocking(move || s.store.accounts.get(&n))
+            .await
+            .map_err(|e| anyhow!("reading account {name}: {e}"))??;
+        let mut cache = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(name.to_string(), (Instant::now(), a.clone()));
+        Ok(a)
+    }
+
+    fn lock_owner(&self, repo: &str, lock: &str) -> Result<Option<String>> {
+        self.store.accounts.lock_owner(repo, lock)
+    }
+
+    fn set_lock_owner(&self, repo: &str, lock: &str, account: &str) -> Result<()> {
+        self.store.accounts.set_lock_owner(repo, lock, account)
+    }
+
+    fn clear_lock_owner(&self, repo: &str, lock: &str) -> Result<()> {
+        self.store.accounts.clear_lock_owner(repo, lock)
+    }
+}
+
+fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| anyhow!("reading certificates from {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate", cert.display());
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow!("reading the key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow!("the certificate and key do not go together: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub fn serve(listen: &str, cert: &Path, key: &Path, store: Store) -> Result<()> {
+    let tls = Arc::new(tls_config(cert, key)?);
+    store.accounts.prepare()?;
+    let session_key = store.accounts.session_key()?;
+    let where_ = store.describe();
+    let shared = Arc::new(Shared {
+        store,
+        session_key,
+        throttle: Throttle::default(),
+        kdf: Semaphore::new(KDF_AT_ONCE),
+        memory: Semaphore::new(MEMORY_MIB as usize),
+        accounts: Mutex::new(HashMap::new()),
+        errors: Default::default(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
+        )
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .context("starting the server's threads")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("strongroom server: listening on https://{addr}, storing in {where_}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        accept(listener, tokio_rustls::TlsAcceptor::from(tls), shared).await
+    })
+}
+
+async fn accept(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            p = connections.clone().acquire_owned() => p?,
+        };
+        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, usually: wait a little.
+                    eprintln!("strongroom server: accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (tls, shared) = (tls.clone(), shared.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, tls.accept(tcp)).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| api::handle(shared.clone(), peer.ip(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(60))
+                .max_buf_size(64 << 10)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    eprintln!("strongroom server: stopped");
+    Ok(())
+}
