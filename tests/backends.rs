@@ -1,5 +1,6 @@
 //! The backend conformance suite (`strongroom::backend::suite`) on the
-//! network backends, against real servers on loopback: S3 on Garage.
+//! network backends, against real servers on loopback: S3 on Garage, and
+//! the strongroom server (on a local directory and on Garage).
 
 mod util;
 
@@ -40,4 +41,53 @@ fn s3_with_a_wrong_secret_is_refused_at_once() {
     let text = format!("{e:#}");
     assert!(text.contains("HTTP 403"), "{text}");
     assert!(!text.contains("gave up"), "a refusal is not retried: {text}");
+}
+
+fn https(server: &util::server::Server, account: &str) -> Retry<strongroom::backend::https::Https> {
+    let trust = strongroom::backend::https::Trust {
+        pem: std::fs::read(&util::server::pki().ca).unwrap(),
+        source: "the test CA".into(),
+    };
+    let password = zeroize::Zeroizing::new(util::server::password(account).as_bytes().to_vec());
+    Retry::new(strongroom::backend::https::Https::new(&server.url(account, "r"), trust, password).unwrap())
+}
+
+#[test]
+fn https_passes_the_suite() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let server = util::server::Server::on_data(&dir.path().join("data"));
+    suite::run(&https(&server, "admin"));
+}
+
+/// Two server instances on one bucket: what one writes the other serves,
+/// and a session from one is good at the other.
+#[test]
+fn two_servers_on_one_bucket_serve_the_same_repository() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = vec!["--s3".to_string(), garage::repo_url("two-servers")];
+    let envs: Vec<(String, String)> = garage::client_env()
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let e: Vec<(&str, &str)> = envs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    util::server::add_accounts(&store, &e);
+    let one = util::server::Server::start(store.clone(), envs.clone(), dir.path().join("one.log"), 0);
+    let two = util::server::Server::start(store, envs, dir.path().join("two.log"), 0);
+    suite::basics(&https(&one, "admin"));
+    let (a, b) = (https(&one, "admin"), https(&two, "admin"));
+    let data = b"written through one";
+    let name = suite::name_of(data);
+    a.write(Kind::Snapshots, &name, data).unwrap();
+    assert_eq!(b.read(Kind::Snapshots, &name).unwrap(), data);
+    let token = util::server::login(one.port, "host");
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = util::server::raw(
+        two.port,
+        "GET",
+        "/r/config",
+        &[("Authorization", auth.as_str())],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"two");
 }

@@ -144,6 +144,16 @@ fn describe(f: &Found) -> String {
     )
 }
 
+fn is_refused(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<crate::backend::Refused>().is_some())
+}
+
+/// Whether a lock's purpose only reads the repository.
+fn purpose_only_reads(purpose: &str) -> bool {
+    matches!(purpose, "restore" | "check" | "mount")
+}
+
 /// Takes a lock, or says who holds the one in the way.
 pub fn acquire(
     repo: &Repository,
@@ -164,7 +174,24 @@ pub fn acquire(
         refreshed: now,
     };
     let key = &subkeys.index;
-    let name = write(repo, key, &mine)?;
+    let name = match write(repo, key, &mine) {
+        Ok(name) => name,
+        // A read-only credential (a strongroom server's reader role) may
+        // not write a lock: reading goes on without one.
+        Err(e) if !exclusive && purpose_only_reads(purpose) && is_refused(&e) => {
+            crate::warn(&format!(
+                "the storage does not let this credential write a lock ({e:#}); reading without one"
+            ));
+            return Ok(LockGuard {
+                backend: repo.backend.clone(),
+                current: Arc::new(Mutex::new(String::new())),
+                stop: None,
+                refresher: None,
+                interrupt_token: u64::MAX,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let mut blocking = None;
     for f in survey(repo, subkeys, cache, Some(&name))? {
         if f.orphaned {
@@ -248,6 +275,9 @@ impl Drop for LockGuard {
             let _ = t.join();
         }
         let name = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if name.is_empty() {
+            return;
+        }
         if let Err(e) = self.backend.delete(Kind::Locks, &name) {
             crate::warn(&format!("removing lock {name} failed: {e:#}"));
         }

@@ -5,6 +5,7 @@
 pub mod fidelity;
 pub mod fuse;
 pub mod garage;
+pub mod server;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -75,11 +76,13 @@ pub fn keys() -> Keys {
 /// A test's sandbox: a temporary directory with a repository path, a cache
 /// directory and the shared keys.
 pub struct Env {
+    /// A strongroom server the repository is on (stopped first on drop).
+    pub server: Option<server::Server>,
     pub dir: tempfile::TempDir,
     pub keys: Keys,
     /// The repository's URL when it is not the local `repo` directory,
     /// with the environment its client needs.
-    pub remote: Option<(String, Vec<(&'static str, &'static str)>)>,
+    pub remote: Option<(String, Vec<(String, String)>)>,
 }
 
 pub struct Run {
@@ -130,6 +133,7 @@ impl Env {
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
         Env {
+            server: None,
             dir,
             keys,
             remote: None,
@@ -148,6 +152,7 @@ impl Env {
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         Env {
+            server: None,
             dir,
             keys,
             remote: None,
@@ -158,8 +163,32 @@ impl Env {
     /// a real S3 server (Garage, on loopback).
     pub fn s3(test: &str) -> Env {
         let mut env = Env::new();
-        env.remote = Some((garage::repo_url(test), garage::client_env().to_vec()));
+        let vars = garage::client_env()
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        env.remote = Some((garage::repo_url(test), vars));
         env
+    }
+
+    /// A sandbox whose repository is `r` on a strongroom server of its own
+    /// (a `--data` directory in the sandbox), reached as `account`.
+    pub fn https(account: &str) -> Env {
+        let mut env = Env::new();
+        let server = server::Server::on_data(&env.path("server-data"));
+        env.remote = Some((server.url(account, "r"), server.client_env(account)));
+        env.server = Some(server);
+        env
+    }
+
+    /// The same sandbox reached as another account of its server.
+    pub fn as_account(&mut self, account: &str) {
+        let s = self.server.as_ref().expect("a server");
+        self.remote = Some((s.url(account, "r"), s.client_env(account)));
+    }
+
+    pub fn server(&self) -> &server::Server {
+        self.server.as_ref().expect("a server")
     }
 
     /// What `-r` takes: the remote URL, else the local `repo` directory.
@@ -187,7 +216,7 @@ impl Env {
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         if let Some((_, vars)) = &self.remote {
-            c.envs(vars.iter().copied());
+            c.envs(vars.iter().map(|(a, b)| (a.as_str(), b.as_str())));
         }
         c
     }
