@@ -17,6 +17,20 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+static INTERACTIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes network backends opened after this give up sooner: a request
+/// that sees no byte for 10 seconds fails, and retries stop 20 seconds
+/// after the first attempt, so that a read through the mount turns into
+/// EIO within half a minute instead of blocking the program that reads.
+pub fn set_interactive() {
+    INTERACTIVE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn is_interactive() -> bool {
+    INTERACTIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The kinds of object a repository holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {

@@ -20,10 +20,22 @@ const MAX_WAIT: Duration = Duration::from_secs(8);
 /// own deadline, 10 minutes at most: a store that answers a byte a minute
 /// is not given eight of them).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The same for the mount ([`super::set_interactive`]): a read fails with
+/// EIO rather than leave a program blocked.
+const GIVE_UP_AFTER_INTERACTIVE: Duration = Duration::from_secs(20);
+
+/// After a request gave up, how long others make one attempt each
+/// instead of waiting through their own backoff (unless one succeeds).
+const FAIL_FAST_FOR: Duration = Duration::from_secs(30);
 
 pub struct Retry<B> {
     inner: B,
     first_wait: Duration,
+    give_up_after: Duration,
+    /// When a request last gave up: the storage is down, so a read that
+    /// follows (the mount's, after its read-ahead failed) fails at once
+    /// rather than wait as long again.
+    gave_up: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl<B: Backend> Retry<B> {
@@ -31,6 +43,12 @@ impl<B: Backend> Retry<B> {
         Retry {
             inner,
             first_wait: FIRST_WAIT,
+            give_up_after: if super::is_interactive() {
+                GIVE_UP_AFTER_INTERACTIVE
+            } else {
+                GIVE_UP_AFTER
+            },
+            gave_up: std::sync::Mutex::new(None),
         }
     }
 
@@ -40,9 +58,22 @@ impl<B: Backend> Retry<B> {
         let mut wait = self.first_wait;
         let mut attempt = 1;
         let started = std::time::Instant::now();
+        let gave_up = || self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+        let attempts = match *gave_up() {
+            Some(at) if at.elapsed() < FAIL_FAST_FOR => 1,
+            _ => ATTEMPTS,
+        };
         loop {
-            match op(&self.inner) {
-                Err(e) if is_transient(&e) && attempt < ATTEMPTS && started.elapsed() < GIVE_UP_AFTER => {
+            let result = op(&self.inner);
+            match &result {
+                Ok(_) => *gave_up() = None,
+                Err(e) if is_transient(e) && (attempt >= attempts || started.elapsed() >= self.give_up_after) => {
+                    *gave_up() = Some(std::time::Instant::now());
+                }
+                Err(_) => {}
+            }
+            match result {
+                Err(e) if is_transient(&e) && attempt < attempts && started.elapsed() < self.give_up_after => {
                     if crate::verbosity() >= 1 {
                         crate::warn(&format!("{e:#}; trying again ({attempt} of {ATTEMPTS} failed)"));
                     }
@@ -196,6 +227,21 @@ mod tests {
         let e = r.read(Kind::Config, "config").unwrap_err();
         assert!(format!("{e:#}").contains("gave up after 8 attempts"), "{e:#}");
         assert_eq!(*r.inner.calls.lock().unwrap(), ATTEMPTS);
+    }
+
+    #[test]
+    fn after_one_request_gave_up_the_next_tries_once_until_one_succeeds() {
+        let r = flaky(ATTEMPTS + 2, || anyhow::Error::new(Transient("refused".into())));
+        assert!(r.read(Kind::Config, "config").is_err());
+        assert_eq!(*r.inner.calls.lock().unwrap(), ATTEMPTS);
+        let e = r.read(Kind::Config, "config").unwrap_err();
+        assert!(format!("{e:#}").contains("gave up after 1 attempts"), "{e:#}");
+        assert_eq!(*r.inner.calls.lock().unwrap(), ATTEMPTS + 1);
+        // The storage is back: the one attempt succeeds, and the next
+        // failure is retried in full again.
+        r.read(Kind::Config, "config").unwrap_err();
+        assert_eq!(r.read(Kind::Config, "config").unwrap(), b"c");
+        assert!(r.gave_up.lock().unwrap().is_none());
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<()> {
         allow_other: a.allow_other,
     };
     daemon::clean_dead_mount(&a.mountpoint)?;
+    // A read of a remote repository that cannot be served fails with EIO
+    // within half a minute instead of blocking the program reading.
+    crate::backend::set_interactive();
     let backend = ctx.backend(&key.shared)?;
     let cache = ctx.cache();
     let mut avoid = vec![(std::path::PathBuf::from(backend.location()), "repository")];

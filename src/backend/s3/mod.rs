@@ -45,15 +45,18 @@ pub struct S3 {
 }
 
 /// Timeouts of every request: none waits forever on a silent peer.
+/// Shorter for the mount ([`super::set_interactive`]): no byte for 10
+/// seconds fails the request.
 pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let silence = Duration::from_secs(if super::is_interactive() { 10 } else { 60 });
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_resolve(Some(Duration::from_secs(10)))
         .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_send_request(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .timeout_per_write(Some(Duration::from_secs(60)))
+        .timeout_send_request(Some(silence.min(Duration::from_secs(30))))
+        .timeout_recv_response(Some(silence))
+        .timeout_per_read(Some(silence))
+        .timeout_per_write(Some(silence))
         .timeout_global(Some(Duration::from_secs(10 * 60)))
         .max_idle_connections_per_host(32)
         .max_redirects(0)
