@@ -18,7 +18,12 @@ use util::{Env, random_file, under};
 
 fn no_differences(src: &std::path::Path, dst: &std::path::Path) {
     let diffs = compare(src, dst);
-    assert!(diffs.is_empty(), "{} difference(s):\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} difference(s):\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 /// Waits until the server has logged `n` requests containing `needle`,
@@ -128,12 +133,13 @@ fn impostor(answer: fn(&str) -> Vec<u8>) -> u16 {
         .map(Result::unwrap)
         .collect();
     let key = PrivateKeyDer::from_pem_file(&p.key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
     let config = Arc::new(config);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -180,7 +186,11 @@ fn client(port: u16) -> Https {
 fn login_or(line: &str, answer: &str) -> Vec<u8> {
     if line.starts_with("POST /_login") {
         let body = r#"{"token":"t","expires_in":60,"role":"admin"}"#;
-        return format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes();
+        return format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
     }
     answer.as_bytes().to_vec()
 }
@@ -190,7 +200,10 @@ fn answers_cut_short_or_made_up_are_detected_never_served_as_data() {
     let name = "ab".repeat(32);
     // A body shorter than its Content-Length.
     let short = client(impostor(|l| {
-        login_or(l, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\nonly this much")
+        login_or(
+            l,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\nonly this much",
+        )
     }));
     assert!(short.read(Kind::Packs, &name).is_err());
     // A range answered with other bytes than asked for.
@@ -204,15 +217,24 @@ fn answers_cut_short_or_made_up_are_detected_never_served_as_data() {
     assert!(format!("{e:#}").contains("not the range asked for"), "{e:#}");
     // A whole object where a range was asked for.
     let whole = client(impostor(|l| {
-        login_or(l, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789")
+        login_or(
+            l,
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
+        )
     }));
     assert!(whole.read_range(Kind::Packs, &name, 0, 5).is_err());
     // A listing with a name that is not a content hash, or one twice.
     let listing = client(impostor(|l| {
         let body = r#"[{"name":"../../etc/passwd","size":1}]"#;
-        login_or(l, &format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()))
-            .into_iter()
-            .collect()
+        login_or(
+            l,
+            &format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .into_iter()
+        .collect()
     }));
     let e = listing.list(Kind::Snapshots).unwrap_err();
     assert!(format!("{e:#}").contains("invalid or repeated name"), "{e:#}");
@@ -230,5 +252,10 @@ fn answers_cut_short_or_made_up_are_detected_never_served_as_data() {
     util::flip_byte(&pack, 1000);
     let r = env.run(&["check", "--read-data"]).fails(1);
     let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
-    assert!(r.stdout().contains(&pack_name[..8]) || r.stderr().contains(&pack_name[..8]), "{}{}", r.stdout(), r.stderr());
+    assert!(
+        r.stdout().contains(&pack_name[..8]) || r.stderr().contains(&pack_name[..8]),
+        "{}{}",
+        r.stdout(),
+        r.stderr()
+    );
 }

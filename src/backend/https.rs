@@ -15,8 +15,8 @@ use super::s3::{agent_config, answers::content_range};
 use super::{Backend, Kind, Listed, NotFound, Refused, Transient};
 use crate::error::Exit;
 
-/// The largest listing taken (far above 50 million names).
-const LIST_BYTES: u64 = 8 << 30;
+/// The largest listing taken (about 12 million names).
+const LIST_BYTES: u64 = 1 << 30;
 
 /// Where the trusted CA came from, for messages.
 pub struct Trust {
@@ -31,6 +31,9 @@ pub struct Https {
     account: String,
     password: Zeroizing<Vec<u8>>,
     session: Mutex<Option<Session>>,
+    /// Held while logging in: threads that need a session together wait
+    /// for one login instead of each making their own.
+    logging_in: Mutex<()>,
     agent: ureq::Agent,
     location: String,
     trust_source: String,
@@ -53,14 +56,28 @@ pub fn rustls_error(e: &ureq::Error) -> Option<&rustls::Error> {
 
 /// Splits `https://NAME@host:port/REPO` into (origin, account, repo).
 pub fn parse_url(url: &str) -> Result<(String, String, String)> {
+    // Messages never show a password put in the URL by mistake.
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            match rest[..end].rsplit_once('@') {
+                Some((user, host)) if user.contains(':') => {
+                    let name = user.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{name}:…@{host}{}", &rest[end..])
+                }
+                _ => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
     if url.starts_with("http://") {
         return Err(Exit::usage(format!(
-            "repository {url}: plain http:// is refused; a strongroom server speaks only https://"
+            "repository {shown}: plain http:// is refused; a strongroom server speaks only https://"
         )));
     }
     let usage = |why: &str| {
         Exit::usage(format!(
-            "repository {url}: {why}; expected https://NAME@host:port/REPO"
+            "repository {shown}: {why}; expected https://NAME@host:port/REPO"
         ))
     };
     let parsed = url::Url::parse(url).map_err(|e| usage(&e.to_string()))?;
@@ -121,6 +138,7 @@ impl Https {
             account,
             password,
             session: Mutex::new(None),
+            logging_in: Mutex::new(()),
             agent,
             trust_source: trust.source,
         })
@@ -194,14 +212,28 @@ impl Https {
     }
 
     fn login(&self) -> Result<Session> {
-        let body = Zeroizing::new(
-            serde_json::to_vec(&serde_json::json!({
-                "account": self.account,
-                "password": String::from_utf8_lossy(&self.password),
-                "repository": self.repo,
-            }))
-            .unwrap_or_default(),
-        );
+        #[derive(serde::Serialize)]
+        struct Login<'a> {
+            account: &'a str,
+            password: &'a str,
+            repository: &'a str,
+        }
+        let password = std::str::from_utf8(&self.password).map_err(|_| {
+            Exit::usage(format!(
+                "the password of account {} is not UTF-8 text; a strongroom server takes only text",
+                self.account
+            ))
+        })?;
+        let mut body = Zeroizing::new(Vec::with_capacity(password.len() + 256));
+        serde_json::to_writer(
+            &mut *body,
+            &Login {
+                account: &self.account,
+                password,
+                repository: &self.repo,
+            },
+        )
+        .map_err(|e| anyhow!("logging in: {e}"))?;
         let mut resp = self
             .agent
             .post(format!("{}/_login", self.origin))
@@ -239,9 +271,25 @@ impl Https {
 
     fn session(&self) -> Result<Session> {
         let current = self.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(s) = current {
+            return Ok(s);
+        }
+        let _one = self.logging_in.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match current {
             Some(s) => Ok(s),
             None => self.login(),
+        }
+    }
+
+    /// A new session in place of `ended`, unless another thread already
+    /// made one.
+    fn renew(&self, ended: &Session) -> Result<Session> {
+        let _one = self.logging_in.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match current {
+            Some(s) if !Arc::ptr_eq(&s.token, &ended.token) => Ok(s),
+            _ => self.login(),
         }
     }
 
@@ -257,7 +305,7 @@ impl Https {
         if resp.status().as_u16() != 401 {
             return Ok(resp);
         }
-        let s = self.login()?;
+        let s = self.renew(&s)?;
         make(&format!("Bearer {}", s.token.as_str())).map_err(|e| self.failed(what, e))
     }
 
@@ -452,5 +500,7 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+        let e = parse_url("https://a:hunter2@h:1/r").unwrap_err();
+        assert!(!format!("{e:#}").contains("hunter2"), "{e:#}");
     }
 }

@@ -67,13 +67,18 @@ impl<B: Backend> Retry<B> {
             let result = op(&self.inner);
             match &result {
                 Ok(_) => *gave_up() = None,
-                Err(e) if is_transient(e) && (attempt >= attempts || started.elapsed() >= self.give_up_after) => {
+                Err(e)
+                    if is_transient(e)
+                        && (attempt >= attempts || started.elapsed() >= self.give_up_after) =>
+                {
                     *gave_up() = Some(std::time::Instant::now());
                 }
                 Err(_) => {}
             }
             match result {
-                Err(e) if is_transient(&e) && attempt < attempts && started.elapsed() < self.give_up_after => {
+                Err(e)
+                    if is_transient(&e) && attempt < attempts && started.elapsed() < self.give_up_after =>
+                {
                     if crate::verbosity() >= 1 {
                         crate::warn(&format!("{e:#}; trying again ({attempt} of {ATTEMPTS} failed)"));
                     }

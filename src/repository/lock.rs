@@ -179,6 +179,13 @@ pub fn acquire(
         // A read-only credential (a strongroom server's reader role) may
         // not write a lock: reading goes on without one.
         Err(e) if !exclusive && purpose_only_reads(purpose) && is_refused(&e) => {
+            // Still kept out by work that removes data.
+            if let Some(b) = survey(repo, subkeys, cache, None)?
+                .iter()
+                .find(|f| !f.stale && f.lock.exclusive)
+            {
+                bail!("the repository is in use: {}", describe(b));
+            }
             crate::warn(&format!(
                 "the storage does not let this credential write a lock ({e:#}); reading without one"
             ));

@@ -27,11 +27,38 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::Shared;
 use super::accounts::{self, Account, Role, valid_name};
-use super::{Shared, Throttle};
 use crate::backend::{self, Backend, Kind, Listed};
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<Held>;
+
+/// A response body that holds its share of the memory budget until it
+/// has been sent (or the connection dropped).
+pub struct Held {
+    body: Full<Bytes>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// The HSTS policy sent with every answer: a year, subdomains too.
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
@@ -39,9 +66,16 @@ pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 const BODY_DEADLINE: Duration = Duration::from_secs(10 * 60);
 /// The largest login request.
 const LOGIN_BYTES: usize = 4096;
+/// The longest a login's body may take to arrive.
+const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Logins waiting for their key derivation at once; more are turned away.
+const KDF_QUEUE: usize = 32;
 
 fn answer(status: StatusCode, body: impl Into<Bytes>) -> Answer {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Held {
+        body: Full::new(body.into()),
+        permit: None,
+    });
     *r.status_mut() = status;
     r
 }
@@ -218,7 +252,7 @@ fn too_many(wait: Duration) -> Answer {
 }
 
 async fn login(shared: &Arc<Shared>, peer: IpAddr, req: Request<Incoming>) -> Answer {
-    let body = match read_body(req, LOGIN_BYTES).await {
+    let body = match read_body(req, LOGIN_BYTES, LOGIN_DEADLINE).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -228,16 +262,24 @@ async fn login(shared: &Arc<Shared>, peer: IpAddr, req: Request<Incoming>) -> An
             "a login needs account, password and repository",
         );
     };
-    let by_account = format!("account {}", asked.account);
-    let by_address = format!("address {peer}");
-    if let Some(wait) = shared
-        .throttle
-        .wait(&by_account)
-        .max(shared.throttle.wait(&by_address))
-    {
-        return too_many(wait);
-    }
-    // Key derivation is the costly part: a few at a time.
+    // Named in the log only if it is a name at all.
+    let shown = if valid_name(&asked.account) {
+        asked.account.clone()
+    } else {
+        "(not a valid name)".to_string()
+    };
+    let keys = super::Throttle::keys(&shown, peer);
+    let _attempt = match shared.throttle.begin(&keys) {
+        Ok(a) => a,
+        Err(wait) => return too_many(wait),
+    };
+    // Key derivation is the costly part: a few at a time, a bounded queue.
+    let Some(_queued) = shared.kdf_queue.try_enter(KDF_QUEUE) else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many logins at once; try again shortly",
+        );
+    };
     let Ok(_permit) = shared.kdf.acquire().await else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
     };
@@ -245,22 +287,25 @@ async fn login(shared: &Arc<Shared>, peer: IpAddr, req: Request<Incoming>) -> An
     let name = asked.account.clone();
     let found = blocking(move || -> Result<Option<Account>> {
         let a = s.store.accounts.get(&name)?;
-        let stored = a.as_ref().map_or(accounts::decoy_hash(), |a| a.password.as_str());
-        let ok = !stored.is_empty() && accounts::verify_password(stored, asked.password.as_bytes());
-        Ok(a.filter(|_| ok))
+        // An unknown account, or one waiting for a reset, costs the same.
+        let stored = match &a {
+            Some(a) if !a.password.is_empty() => a.password.as_str(),
+            _ => accounts::decoy_hash(),
+        };
+        let ok = accounts::verify_password(stored, asked.password.as_bytes());
+        Ok(a.filter(|a| ok && !a.password.is_empty()))
     })
     .await;
     let account = match found {
         Ok(Some(a)) => a,
         Ok(None) => {
-            shared.throttle.failed(&by_account);
-            shared.throttle.failed(&by_address);
-            eprintln!("strongroom server: failed login of {by_account} from {peer}");
+            shared.throttle.failed(&keys);
+            eprintln!("strongroom server: failed login of account {shown} from {peer}");
             return refuse(StatusCode::UNAUTHORIZED, "wrong account name or password");
         }
-        Err(e) => return storage_failed(shared, &by_account, e),
+        Err(e) => return storage_failed(shared, &format!("account {shown}"), e),
     };
-    shared.throttle.succeeded(&by_account);
+    shared.throttle.succeeded(&keys);
     let token = accounts::issue_token(&shared.session_key, &account);
     let role = asked
         .repository
@@ -295,7 +340,7 @@ async fn authenticate(shared: &Arc<Shared>, req: &Request<Incoming>) -> Result<A
 }
 
 /// Reads a body of at most `limit` bytes, within [`BODY_DEADLINE`].
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Answer> {
+async fn read_body(req: Request<Incoming>, limit: usize, deadline: Duration) -> Result<Bytes, Answer> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -306,7 +351,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Answer
             format!("the body is larger than the {limit} bytes allowed here"),
         ));
     }
-    let collected = tokio::time::timeout(BODY_DEADLINE, Limited::new(req.into_body(), limit).collect()).await;
+    let collected = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect()).await;
     match collected {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(refuse(
@@ -441,7 +486,7 @@ impl Target {
             }
             Some((first, last)) => (first, last.min(size - 1) - first + 1, StatusCode::PARTIAL_CONTENT),
         };
-        let Ok(_memory) = shared.memory(length).await else {
+        let Ok(memory) = shared.memory(length).await else {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
         };
         let b = self.backend.clone();
@@ -466,6 +511,7 @@ impl Target {
             );
         }
         let mut r = answer(status, bytes);
+        r.body_mut().permit = Some(memory);
         if status == StatusCode::PARTIAL_CONTENT {
             let v = format!("bytes {offset}-{}/{size}", offset + length - 1);
             r.headers_mut()
@@ -504,7 +550,7 @@ impl Target {
         let Ok(_memory) = shared.memory(length).await else {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
         };
-        let body = match read_body(req, body_limit(kind)).await {
+        let body = match read_body(req, body_limit(kind), BODY_DEADLINE).await {
             Ok(b) => b,
             Err(resp) => return resp,
         };
@@ -589,16 +635,6 @@ fn parse_range(v: &str) -> Option<(u64, u64)> {
     }
     let (first, last) = (first.parse().ok()?, last.parse().ok()?);
     (first <= last).then_some((first, last))
-}
-
-impl Throttle {
-    /// How long `key` must still wait, if at all.
-    pub fn wait(&self, key: &str) -> Option<Duration> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let (n, last) = map.get(key)?;
-        let until = *last + Throttle::delay(*n);
-        until.checked_duration_since(Instant::now())
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 pub mod accounts;
 mod api;
 pub mod store;
+mod watch;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use anyhow::{Context, Result, anyhow};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 use accounts::Account;
@@ -32,6 +33,11 @@ pub use api::{HSTS, REASON, valid_object_name};
 
 /// The most connections served at once; more wait in the kernel's queue.
 const MAX_CONNECTIONS: usize = 1024;
+/// The most connections from one address at once; more are closed.
+const MAX_PER_ADDRESS: usize = 256;
+/// A connection that moves no byte either way for this long is closed
+/// (a client that stops reading its answer holds nothing for long).
+const STALLED: Duration = Duration::from_secs(120);
 /// Request and response bodies held in memory at once, in MiB.
 const MEMORY_MIB: u32 = 1024;
 /// Logins whose key derivation runs at once.
@@ -41,35 +47,130 @@ const ACCOUNT_CACHE: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-/// Failed logins per account and per address, each slowing the next.
+/// Failed logins, each slowing the next: per account and address (from
+/// the first failure), per address (from the fourth) and per account from
+/// anywhere (from the eleventh, so that nobody can keep an account shut
+/// out with a few tries of their own). Attempts in flight count too, so
+/// parallel guesses do not slip past a wait.
 #[derive(Default)]
 pub struct Throttle {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    state: Mutex<HashMap<String, Tries>>,
+}
+
+#[derive(Default)]
+struct Tries {
+    failures: u32,
+    last: Option<Instant>,
+    in_flight: u32,
+}
+
+/// A login attempt under way; ends with the value.
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    keys: Vec<(String, u32)>,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let mut map = self.throttle.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, _) in &self.keys {
+            if let Some(t) = map.get_mut(k) {
+                t.in_flight = t.in_flight.saturating_sub(1);
+                if t.in_flight == 0 && t.failures == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+    }
 }
 
 impl Throttle {
-    /// After n failures, the next try waits 2^(n-1) seconds, at most a
-    /// minute.
-    fn delay(n: u32) -> Duration {
-        Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+    /// The keys of a login of `account` from `peer`, each with the
+    /// failures it forgives.
+    pub fn keys(account: &str, peer: std::net::IpAddr) -> Vec<(String, u32)> {
+        vec![
+            (format!("{account} from {peer}"), 0),
+            (format!("from {peer}"), 3),
+            (account.to_string(), 10),
+        ]
     }
 
-    pub fn failed(&self, key: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            // Forget what is over a quarter of an hour old.
-            let horizon = Duration::from_secs(15 * 60);
-            map.retain(|_, (_, last)| last.elapsed() < horizon);
+    /// After n failures beyond those forgiven, the next try waits
+    /// 2^(n-1) seconds, at most a minute.
+    fn delay(failures: u32, forgiven: u32) -> Duration {
+        match failures.saturating_sub(forgiven) {
+            0 => Duration::ZERO,
+            n => Duration::from_secs(1u64 << (n - 1).min(6)).min(Duration::from_secs(60)),
         }
-        let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
-        *e = (e.0.saturating_add(1), Instant::now());
     }
 
-    pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    /// Starts an attempt, or says how long to wait first.
+    pub fn begin(&self, keys: &[(String, u32)]) -> Result<Attempt<'_>, Duration> {
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            let horizon = Duration::from_secs(15 * 60);
+            map.retain(|_, t| t.in_flight > 0 || t.last.is_some_and(|l| l.elapsed() < horizon));
+        }
+        for (k, forgiven) in keys {
+            if let Some(t) = map.get(k) {
+                let until = t.last.map(|l| l + Throttle::delay(t.failures, *forgiven));
+                if let Some(wait) = until.and_then(|u| u.checked_duration_since(Instant::now())) {
+                    return Err(wait);
+                }
+                // Guesses in parallel wait for the one before to be judged.
+                if t.in_flight > *forgiven {
+                    return Err(Duration::from_secs(1));
+                }
+            }
+        }
+        for (k, _) in keys {
+            map.entry(k.clone()).or_default().in_flight += 1;
+        }
+        Ok(Attempt {
+            throttle: self,
+            keys: keys.to_vec(),
+        })
+    }
+
+    pub fn failed(&self, keys: &[(String, u32)]) {
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, _) in keys {
+            let t = map.entry(k.clone()).or_default();
+            t.failures = t.failures.saturating_add(1);
+            t.last = Some(Instant::now());
+        }
+    }
+
+    /// Forgets the failures of the account from this address.
+    pub fn succeeded(&self, keys: &[(String, u32)]) {
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get_mut(&keys[0].0) {
+            t.failures = 0;
+            t.last = None;
+        }
+    }
+}
+
+/// A bounded queue: at most `limit` inside at once.
+#[derive(Default)]
+pub struct Queue(std::sync::atomic::AtomicUsize);
+
+pub struct InQueue<'a>(&'a Queue);
+
+impl Queue {
+    pub fn try_enter(&self, limit: usize) -> Option<InQueue<'_>> {
+        use std::sync::atomic::Ordering;
+        if self.0.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InQueue(self))
+    }
+}
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -79,7 +180,8 @@ pub struct Shared {
     session_key: Zeroizing<Vec<u8>>,
     throttle: Throttle,
     kdf: Semaphore,
-    memory: Semaphore,
+    kdf_queue: Queue,
+    memory: Arc<Semaphore>,
     accounts: Mutex<HashMap<String, (Instant, Option<Account>)>>,
     errors: std::sync::atomic::AtomicU64,
 }
@@ -90,9 +192,9 @@ impl Shared {
     }
 
     /// Holds `bytes` of the memory budget until dropped.
-    async fn memory(&self, bytes: u64) -> Result<SemaphorePermit<'_>, tokio::sync::AcquireError> {
+    async fn memory(&self, bytes: u64) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
         let mib = bytes.div_ceil(1 << 20).clamp(1, MEMORY_MIB as u64) as u32;
-        self.memory.acquire_many(mib).await
+        self.memory.clone().acquire_many_owned(mib).await
     }
 
     /// An account, from a cache of a few seconds.
@@ -158,7 +260,8 @@ pub fn serve(listen: &str, cert: &Path, key: &Path, store: Store) -> Result<()> 
         session_key,
         throttle: Throttle::default(),
         kdf: Semaphore::new(KDF_AT_ONCE),
-        memory: Semaphore::new(MEMORY_MIB as usize),
+        kdf_queue: Queue::default(),
+        memory: Arc::new(Semaphore::new(MEMORY_MIB as usize)),
         accounts: Mutex::new(HashMap::new()),
         errors: Default::default(),
     });
@@ -193,6 +296,7 @@ async fn accept(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(watch::PerAddress::new(MAX_PER_ADDRESS));
     loop {
         let permit = tokio::select! {
             _ = term.recv() => break,
@@ -212,20 +316,29 @@ async fn accept(
                 }
             },
         };
+        let Some(from_peer) = per_address.enter(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let (tls, shared) = (tls.clone(), shared.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let _from_peer = from_peer;
             let _ = tcp.set_nodelay(true);
             let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, tls.accept(tcp)).await else {
                 return;
             };
+            let (io, progress) = watch::Watched::new(stream);
             let service = hyper::service::service_fn(move |req| api::handle(shared.clone(), peer.ip(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(60))
                 .max_buf_size(64 << 10)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = progress.stalled(STALLED) => {}
+            }
         });
     }
     eprintln!("strongroom server: stopped");

@@ -267,7 +267,10 @@ pub fn raw(
     for (k, v) in headers {
         req += &format!("{k}: {v}\r\n");
     }
-    if !body.is_empty() || method == "PUT" || method == "POST" {
+    let declared = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+    if !declared && (!body.is_empty() || method == "PUT" || method == "POST") {
         req += &format!("Content-Length: {}\r\n", body.len());
     }
     req += "\r\n";
