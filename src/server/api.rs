@@ -24,14 +24,12 @@ use anyhow::Result;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
-use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use super::Shared;
-use super::accounts::{self, Account, Role, valid_name};
+use super::accounts::{Role, valid_name};
 use crate::backend::{self, Backend, Kind, Listed};
 
-type Answer = Response<Held>;
+pub(super) type Answer = Response<Held>;
 
 /// A response body that holds its share of the memory budget until it
 /// has been sent (or the connection dropped).
@@ -64,14 +62,8 @@ impl hyper::body::Body for Held {
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 /// The longest a request body may take to arrive.
 const BODY_DEADLINE: Duration = Duration::from_secs(10 * 60);
-/// The largest login request.
-const LOGIN_BYTES: usize = 4096;
-/// The longest a login's body may take to arrive.
-const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
-/// Logins waiting for their key derivation at once; more are turned away.
-const KDF_QUEUE: usize = 32;
 
-fn answer(status: StatusCode, body: impl Into<Bytes>) -> Answer {
+pub(super) fn answer(status: StatusCode, body: impl Into<Bytes>) -> Answer {
     let mut r = Response::new(Held {
         body: Full::new(body.into()),
         permit: None,
@@ -84,7 +76,7 @@ fn answer(status: StatusCode, body: impl Into<Bytes>) -> Answer {
 /// which have no body.
 pub const REASON: &str = "strongroom-error";
 
-fn refuse(status: StatusCode, sentence: impl Into<String>) -> Answer {
+pub(super) fn refuse(status: StatusCode, sentence: impl Into<String>) -> Answer {
     let sentence = sentence.into();
     let printable: String = sentence
         .chars()
@@ -102,7 +94,7 @@ fn refuse(status: StatusCode, sentence: impl Into<String>) -> Answer {
     r
 }
 
-fn json(value: &serde_json::Value) -> Answer {
+pub(super) fn json(value: &serde_json::Value) -> Answer {
     let mut r = answer(StatusCode::OK, serde_json::to_vec(value).unwrap_or_default());
     r.headers_mut()
         .insert(header::CONTENT_TYPE, "application/json".parse().expect("valid"));
@@ -110,7 +102,7 @@ fn json(value: &serde_json::Value) -> Answer {
 }
 
 /// Runs storage work (blocking I/O) off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
         .await
         .expect("a storage task panicked")
@@ -118,7 +110,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// An error of the storage as an answer: missing is 404, anything else 503
 /// (the client retries), named in the server's log but not to the client.
-fn storage_failed(shared: &Shared, what: &str, e: anyhow::Error) -> Answer {
+pub(super) fn storage_failed(shared: &Shared, what: &str, e: anyhow::Error) -> Answer {
     if backend::is_not_found(&e) {
         return refuse(StatusCode::NOT_FOUND, format!("{what} does not exist"));
     }
@@ -158,9 +150,9 @@ async fn route(shared: &Arc<Shared>, peer: IpAddr, req: Request<Incoming>) -> (O
     }
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
     if req.method() == Method::POST && segments == ["_login"] {
-        return (None, login(shared, peer, req).await);
+        return (None, super::login::login(shared, peer, req).await);
     }
-    let account = match authenticate(shared, &req).await {
+    let account = match super::login::authenticate(shared, &req).await {
         Ok(a) => a,
         Err(resp) => return (None, resp),
     };
@@ -232,115 +224,12 @@ pub fn valid_object_name(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    account: String,
-    password: Zeroizing<String>,
-    repository: Option<String>,
-}
-
-fn too_many(wait: Duration) -> Answer {
-    let mut r = refuse(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too many failed logins for this account or address; try again later",
-    );
-    let secs = wait.as_secs().max(1).to_string();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, secs.parse().expect("digits"));
-    r
-}
-
-async fn login(shared: &Arc<Shared>, peer: IpAddr, req: Request<Incoming>) -> Answer {
-    let body = match read_body(req, LOGIN_BYTES, LOGIN_DEADLINE).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let Ok(asked) = serde_json::from_slice::<LoginRequest>(&body) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "a login needs account, password and repository",
-        );
-    };
-    // Named in the log only if it is a name at all.
-    let shown = if valid_name(&asked.account) {
-        asked.account.clone()
-    } else {
-        "(not a valid name)".to_string()
-    };
-    let keys = super::Throttle::keys(&shown, peer);
-    let _attempt = match shared.throttle.begin(&keys) {
-        Ok(a) => a,
-        Err(wait) => return too_many(wait),
-    };
-    // Key derivation is the costly part: a few at a time, a bounded queue.
-    let Some(_queued) = shared.kdf_queue.try_enter(KDF_QUEUE) else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many logins at once; try again shortly",
-        );
-    };
-    let Ok(_permit) = shared.kdf.acquire().await else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
-    };
-    let s = shared.clone();
-    let name = asked.account.clone();
-    let found = blocking(move || -> Result<Option<Account>> {
-        let a = s.store.accounts.get(&name)?;
-        // An unknown account, or one waiting for a reset, costs the same.
-        let stored = match &a {
-            Some(a) if !a.password.is_empty() => a.password.as_str(),
-            _ => accounts::decoy_hash(),
-        };
-        let ok = accounts::verify_password(stored, asked.password.as_bytes());
-        Ok(a.filter(|a| ok && !a.password.is_empty()))
-    })
-    .await;
-    let account = match found {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            shared.throttle.failed(&keys);
-            eprintln!("strongroom server: failed login of account {shown} from {peer}");
-            return refuse(StatusCode::UNAUTHORIZED, "wrong account name or password");
-        }
-        Err(e) => return storage_failed(shared, &format!("account {shown}"), e),
-    };
-    shared.throttle.succeeded(&keys);
-    let token = accounts::issue_token(&shared.session_key, &account);
-    let role = asked
-        .repository
-        .as_ref()
-        .and_then(|r| account.roles.get(r))
-        .map(|r| r.name());
-    json(&serde_json::json!({
-        "token": token,
-        "expires_in": accounts::SESSION_SECS,
-        "role": role,
-    }))
-}
-
-async fn authenticate(shared: &Arc<Shared>, req: &Request<Incoming>) -> Result<Account, Answer> {
-    let unauthorized = |s: &str| refuse(StatusCode::UNAUTHORIZED, s);
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("log in first (POST /_login)"))?;
-    let (name, generation) = accounts::check_token(&shared.session_key, token)
-        .ok_or_else(|| unauthorized("the session is not valid or has expired; log in again"))?;
-    let account = shared
-        .account(&name)
-        .await
-        .map_err(|e| storage_failed(shared, &format!("account {name}"), e))?;
-    match account {
-        Some(a) if a.generation == generation => Ok(a),
-        _ => Err(unauthorized("the session has ended; log in again")),
-    }
-}
-
-/// Reads a body of at most `limit` bytes, within [`BODY_DEADLINE`].
-async fn read_body(req: Request<Incoming>, limit: usize, deadline: Duration) -> Result<Bytes, Answer> {
+/// Reads a body of at most `limit` bytes, within `deadline`.
+pub(super) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, Answer> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

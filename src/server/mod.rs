@@ -10,6 +10,7 @@
 
 pub mod accounts;
 mod api;
+mod login;
 pub mod store;
 mod watch;
 
