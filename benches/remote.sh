@@ -2,7 +2,11 @@
 # Remote storage, side by side with restic on the same data in the same
 # run: a strongroom server (--data on local disk) and Garage (S3) run in a
 # network namespace this script makes, reached over a veth pair, first with
-# no added latency, then with 20 ms of round trip added by tc netem.
+# no added latency, then with 20 ms of round trip added. The latency is
+# added by `tc netem` where the kernel has it, else by examples/delayline.rs
+# (a delay line in the namespace: each byte forwarded 10 ms after it came,
+# both ways, bandwidth unlimited; it delays every request and answer as a
+# link would, but does not model TCP's window on a long link).
 #
 # Rows, each at 0 and 20 ms RTT:
 #   - copying a 1 GiB random file out of a cold mount (fresh cache, page
@@ -26,7 +30,7 @@ mkdir -p "$bench"
 need=()
 command -v restic >/dev/null || need+=(restic)
 command -v fusermount3 >/dev/null || need+=(fuse3)
-command -v tc >/dev/null || need+=(iproute2)
+command -v ip >/dev/null || need+=(iproute2)
 ls /usr/src/linux-source-6.1.tar.* >/dev/null 2>&1 || need+=(linux-source-6.1)
 command -v xz >/dev/null || need+=(xz-utils)
 if [ ${#need[@]} -gt 0 ]; then
@@ -35,8 +39,9 @@ fi
 garage=$(command -v garage || echo /usr/local/bin/garage)
 [ -x "$garage" ] || { echo "remote.sh needs Garage (cargo install garage; see .ci/run)" >&2; exit 1; }
 
-cargo build --release --locked -q --bin strongroom
+cargo build --release --locked -q --bin strongroom --example delayline
 sr=$here/target/release/strongroom
+delayline=$here/target/release/examples/delayline
 
 data=$bench/data
 if [ ! -d "$data/linux" ]; then
@@ -71,10 +76,28 @@ ip netns exec $ns ip addr add $ip_ns/24 dev srb1
 ip netns exec $ns ip link set srb1 up
 ip netns exec $ns ip link set lo up
 in_ns() { ip netns exec $ns "$@"; }
+# rtt MS: sets the round trip, and the ports that have it ($p_https, $p_s3).
+netem=0
+tc qdisc replace dev srb0 root netem delay 0ms 2>/dev/null && netem=1 && tc qdisc del dev srb0 root
+lines=()
 rtt() {
-  local half; half=$(awk -v r="$1" 'BEGIN { printf "%.1fms", r / 2 }')
-  tc qdisc replace dev srb0 root netem delay "$half" limit 100000
-  in_ns tc qdisc replace dev srb1 root netem delay "$half" limit 100000
+  local half; half=$(awk -v r="$1" 'BEGIN { printf "%.1f", r / 2 }')
+  p_https=8443 p_s3=3900
+  if [ "$1" = 0 ]; then
+    [ $netem = 1 ] && { tc qdisc del dev srb0 root 2>/dev/null; in_ns tc qdisc del dev srb1 root 2>/dev/null; }
+    return 0
+  fi
+  if [ $netem = 1 ]; then
+    tc qdisc replace dev srb0 root netem delay "${half}ms" limit 100000
+    in_ns tc qdisc replace dev srb1 root netem delay "${half}ms" limit 100000
+  else
+    local ms=${half%.*}
+    in_ns "$delayline" $ip_ns:9443 127.0.0.1:8443 "$ms" & lines+=($!)
+    in_ns "$delayline" $ip_ns:9900 127.0.0.1:3900 "$ms" & lines+=($!)
+    p_https=9443 p_s3=9900
+    sleep 0.5
+  fi
+  echo "  rtt $1 ms: $([ $netem = 1 ] && echo "tc netem" || echo "a delay line of $ms ms each way")"
 }
 
 # Garage in the namespace, one node, sqlite.
@@ -89,7 +112,7 @@ rpc_public_addr = "127.0.0.1:3901"
 rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 [s3_api]
 s3_region = "garage"
-api_bind_addr = "$ip_ns:3900"
+api_bind_addr = "0.0.0.0:3900"
 root_domain = ".s3.localhost"
 EOF
 g() { in_ns "$garage" -c "$work/garage/garage.toml" "$@"; }
@@ -110,7 +133,7 @@ $sr ca init --out "$work/ca" >/dev/null 2>&1
 $sr ca issue --ca "$work/ca" --host $ip_ns --out "$work/cert" >/dev/null 2>&1
 mkdir -p "$work/data"
 STRONGROOM_PASSWORD=bench $sr -q server account add bench --role r=admin --data "$work/data"
-in_ns "$sr" server serve --listen $ip_ns:8443 --cert "$work/cert/$ip_ns.pem" --key "$work/cert/$ip_ns.key" \
+in_ns "$sr" server serve --listen 0.0.0.0:8443 --cert "$work/cert/$ip_ns.pem" --key "$work/cert/$ip_ns.key" \
   --data "$work/data" >"$work/server.log" 2>&1 &
 for _ in $(seq 600); do grep -q listening "$work/server.log" && break; sleep 0.1; done
 export STRONGROOM_PASSWORD=bench STRONGROOM_CA=$work/ca/ca.pem RESTIC_PASSWORD=bench-password
@@ -120,15 +143,13 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 declare -A t
-url_https="https://bench@$ip_ns:8443/r"
 
 for r in $rtts; do
   rtt "$r"
-  if command -v ping >/dev/null; then ping -c 3 -q $ip_ns | tail -1 | sed "s/^/  rtt $r ms: /"; fi
   declare -A repo=(
-    [sr-https]="https://bench@$ip_ns:8443/r$r"
-    [sr-s3]="s3:http://$ip_ns:3900/bench/sr$r"
-    [restic-s3]="s3:http://$ip_ns:3900/bench/restic$r"
+    [sr-https]="https://bench@$ip_ns:$p_https/r$r"
+    [sr-s3]="s3:http://$ip_ns:$p_s3/bench/sr$r"
+    [restic-s3]="s3:http://$ip_ns:$p_s3/bench/restic$r"
   )
   STRONGROOM_PASSWORD=bench $sr -q server account grant bench "r$r=admin" --data "$work/data"
   sleep 6 # the server trusts an account it read for 5 s

@@ -24,6 +24,46 @@ pub struct Garage {
     pub endpoint: String,
     pub dir: PathBuf,
     bin: PathBuf,
+    pid: std::sync::Mutex<u32>,
+    s3_port: u16,
+}
+
+/// Starts `garage server` from a thread that lives as long as the process:
+/// the server is killed when the thread that spawned it ends.
+fn spawn(bin: &Path, dir: &Path) -> Result<std::process::Child, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (b, d) = (bin.to_path_buf(), dir.to_path_buf());
+    std::thread::spawn(move || {
+        let spawned = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("server.log"))
+            .and_then(|log| {
+                let mut cmd = Command::new(&b);
+                cmd.arg("-c")
+                    .arg(d.join("garage.toml"))
+                    .arg("server")
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log);
+                // SAFETY: prctl only, between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                cmd.spawn()
+            });
+        let _ = tx.send(spawned);
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("starting {}: {e}", bin.display()))
 }
 
 fn find() -> PathBuf {
@@ -119,42 +159,14 @@ impl Garage {
             ),
         )
         .map_err(|e| e.to_string())?;
-        // Started from a thread that lives as long as the process: the
-        // server is killed when the thread that spawned it ends.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (b, d) = (bin.clone(), dir.clone());
-        std::thread::spawn(move || {
-            let spawned = std::fs::File::create(d.join("server.log")).and_then(|log| {
-                let mut cmd = Command::new(&b);
-                cmd.arg("-c")
-                    .arg(d.join("garage.toml"))
-                    .arg("server")
-                    .env("RUST_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log);
-                // SAFETY: prctl only, between fork and exec.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                        Ok(())
-                    });
-                }
-                cmd.spawn()
-            });
-            let _ = tx.send(spawned);
-            loop {
-                std::thread::park();
-            }
-        });
-        let mut child = rx
-            .recv()
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let mut child = spawn(&bin, &dir)?;
+        let pid = child.id();
         let g = Garage {
             endpoint: format!("http://127.0.0.1:{s3}"),
             dir,
             bin,
+            pid: std::sync::Mutex::new(pid),
+            s3_port: s3,
         };
         let log = |g: &Garage| std::fs::read_to_string(g.dir.join("server.log")).unwrap_or_default();
         // Up once its RPC port answers (`status` asks the server itself)
@@ -186,6 +198,33 @@ impl Garage {
         // handle neither kills nor waits for it.
         drop(child);
         Ok(g)
+    }
+}
+
+impl Garage {
+    /// Kills the server with SIGKILL (for tests of a store that goes away).
+    pub fn kill(&self) {
+        let pid = *self.pid.lock().unwrap();
+        // SAFETY: signalling the Garage this process started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        while std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts it again on the same ports and data, and waits until it
+    /// answers.
+    pub fn restart(&self) {
+        let child = spawn(&self.bin, &self.dir).unwrap();
+        *self.pid.lock().unwrap() = child.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok()
+            && self.cli(&["status"]).is_ok())
+        {
+            assert!(Instant::now() < deadline, "garage did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(child);
     }
 }
 
