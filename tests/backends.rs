@@ -44,12 +44,7 @@ fn s3_with_a_wrong_secret_is_refused_at_once() {
 }
 
 fn https(server: &util::server::Server, account: &str) -> Retry<strongroom::backend::https::Https> {
-    let trust = strongroom::backend::https::Trust {
-        pem: std::fs::read(&util::server::pki().ca).unwrap(),
-        source: "the test CA".into(),
-    };
-    let password = zeroize::Zeroizing::new(util::server::password(account).as_bytes().to_vec());
-    Retry::new(strongroom::backend::https::Https::new(&server.url(account, "r"), trust, password).unwrap())
+    Retry::new(util::server::client(server, account))
 }
 
 #[test]
@@ -64,13 +59,7 @@ fn https_passes_the_suite() {
 #[test]
 fn two_servers_on_one_bucket_serve_the_same_repository() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let store = vec!["--s3".to_string(), garage::repo_url("two-servers")];
-    let envs: Vec<(String, String)> = garage::client_env()
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let e: Vec<(&str, &str)> = envs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    util::server::add_accounts(&store, &e);
+    let (store, envs) = util::server::s3_store("two-servers");
     let one = util::server::Server::start(store.clone(), envs.clone(), dir.path().join("one.log"), 0);
     let two = util::server::Server::start(store, envs, dir.path().join("two.log"), 0);
     suite::basics(&https(&one, "admin"));

@@ -6,19 +6,9 @@
 
 mod util;
 
-use util::fidelity::compare;
+use util::fidelity::no_differences;
 use util::fuse::mount;
 use util::{Env, build_tricky_tree, sample, under};
-
-fn no_differences(src: &std::path::Path, dst: &std::path::Path) {
-    let diffs = compare(src, dst);
-    assert!(
-        diffs.is_empty(),
-        "{} difference(s):\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
-}
 
 #[test]
 fn every_command_works_over_https_with_zero_differences() {
@@ -142,15 +132,9 @@ fn a_key_file_made_with_the_ca_needs_nothing_else() {
 
 #[test]
 fn a_backup_through_one_server_on_a_bucket_restores_through_another() {
-    use util::{garage, server};
+    use util::server;
     let mut env = Env::new();
-    let store = vec!["--s3".to_string(), garage::repo_url("two-instances")];
-    let envs: Vec<(String, String)> = garage::client_env()
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let e: Vec<(&str, &str)> = envs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    server::add_accounts(&store, &e);
+    let (store, envs) = server::s3_store("two-instances");
     let one = server::Server::start(store.clone(), envs.clone(), env.path("one.log"), 0);
     let two = server::Server::start(store, envs, env.path("two.log"), 0);
     env.remote = Some((one.url("admin", "r"), one.client_env("admin")));

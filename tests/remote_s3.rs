@@ -5,19 +5,9 @@
 
 mod util;
 
-use util::fidelity::compare;
+use util::fidelity::no_differences;
 use util::fuse::mount;
 use util::{Env, build_tricky_tree, sample, under};
-
-fn no_differences(src: &std::path::Path, dst: &std::path::Path) {
-    let diffs = compare(src, dst);
-    assert!(
-        diffs.is_empty(),
-        "{} difference(s):\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
-}
 
 #[test]
 fn every_command_works_over_s3_with_zero_differences() {

@@ -11,20 +11,10 @@ use std::time::{Duration, Instant};
 
 use strongroom::backend::https::{Https, Trust};
 use strongroom::backend::{Backend, Kind};
-use util::fidelity::compare;
+use util::fidelity::no_differences;
 use util::fuse::mount;
 use util::server::pki;
 use util::{Env, random_file, under};
-
-fn no_differences(src: &std::path::Path, dst: &std::path::Path) {
-    let diffs = compare(src, dst);
-    assert!(
-        diffs.is_empty(),
-        "{} difference(s):\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
-}
 
 /// Waits until the server has logged `n` requests containing `needle`,
 /// or `child` has ended; says which.

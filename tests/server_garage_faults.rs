@@ -11,20 +11,13 @@ mod util;
 
 use std::time::Duration;
 
-use util::fidelity::compare;
+use util::fidelity::no_differences;
 use util::{Env, garage, random_file, server, under};
 
 #[test]
 fn garage_killed_under_the_server_mid_backup_leaves_nothing_half_written() {
     let mut env = Env::new();
-    let store = vec!["--s3".to_string(), garage::repo_url("garage-gone")];
-    let envs: Vec<(String, String)> = garage::client_env()
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let e: Vec<(&str, &str)> = envs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    server::add_accounts(&store, &e);
-    let srv = server::Server::start(store, envs, env.path("server.log"), 0);
+    let srv = server::Server::on_s3("garage-gone", env.path("server.log"));
     env.remote = Some((srv.url("host", "r"), srv.client_env("host")));
     env.server = Some(srv);
     env.run(&["init"]).ok();
@@ -82,6 +75,5 @@ fn garage_killed_under_the_server_mid_backup_leaves_nothing_half_written() {
     let target = env.path("out");
     env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
         .ok();
-    let diffs = compare(&src, &under(&target, &src));
-    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    no_differences(&src, &under(&target, &src));
 }

@@ -9,22 +9,12 @@
 
 mod util;
 
-use util::fidelity::compare;
+use util::fidelity::no_differences;
 use util::fuse::mount;
 use util::{Env, random_file, sample, under};
 
 const BACKUPS: usize = 8;
 const MOUNTS: usize = 4;
-
-fn no_differences(src: &std::path::Path, dst: &std::path::Path) {
-    let diffs = compare(src, dst);
-    assert!(
-        diffs.is_empty(),
-        "{} difference(s):\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
-}
 
 #[test]
 fn eight_backups_and_four_mounts_at_once_lose_nothing_in_bounded_memory() {

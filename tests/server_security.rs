@@ -8,7 +8,7 @@ mod util;
 
 use std::path::Path;
 
-use strongroom::backend::https::{Https, Trust};
+use strongroom::backend::https::Https;
 use strongroom::backend::{Backend, Kind};
 use util::server::{Server, login, pki, raw};
 use util::{Env, sample};
@@ -173,12 +173,7 @@ fn a_wrong_password_gets_one_sentence_and_exit_1() {
 }
 
 fn https_as(server: &Server, account: &str) -> Https {
-    let trust = Trust {
-        pem: std::fs::read(&pki().ca).unwrap(),
-        source: "the test CA".into(),
-    };
-    let password = zeroize::Zeroizing::new(util::server::password(account).as_bytes().to_vec());
-    Https::new(&server.url(account, "r"), trust, password).unwrap()
+    util::server::client(server, account)
 }
 
 #[test]

@@ -135,3 +135,14 @@ pub fn compare(src: &Path, dst: &Path) -> Vec<String> {
     }
     diffs
 }
+
+/// Panics, listing them, if `dst` differs from `src` in anything compared.
+pub fn no_differences(src: &Path, dst: &Path) {
+    let diffs = compare(src, dst);
+    assert!(
+        diffs.is_empty(),
+        "{} difference(s):\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}

@@ -114,6 +114,19 @@ pub fn add_accounts(store: &[String], envs: &[(&str, &str)]) {
     }
 }
 
+/// `--s3` arguments of a fresh prefix of the test Garage bucket, with
+/// [`ACCOUNTS`] added, and the environment a server on it needs.
+pub fn s3_store(test: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let store = vec!["--s3".to_string(), super::garage::repo_url(test)];
+    let envs: Vec<(String, String)> = super::garage::client_env()
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let e: Vec<(&str, &str)> = envs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    add_accounts(&store, &e);
+    (store, envs)
+}
+
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
@@ -131,6 +144,13 @@ impl Server {
         let store = vec!["--data".to_string(), dir.to_str().unwrap().to_string()];
         add_accounts(&store, &[]);
         Server::start(store, Vec::new(), dir.with_extension("log"), 0)
+    }
+
+    /// A server on a fresh prefix of the test process's Garage bucket
+    /// (`--s3`), with [`ACCOUNTS`]; `log` is where it logs.
+    pub fn on_s3(test: &str, log: PathBuf) -> Server {
+        let (store, envs) = s3_store(test);
+        Server::start(store, envs, log, 0)
     }
 
     /// Starts `server serve` on `store` (accounts already there), on
@@ -306,4 +326,15 @@ pub fn login(port: u16, account: &str) -> String {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["token"].as_str().unwrap().to_string()
+}
+
+/// strongroom's own https:// backend for `account` on repository `r` of
+/// `server`, trusting the test CA.
+pub fn client(server: &Server, account: &str) -> strongroom::backend::https::Https {
+    let trust = strongroom::backend::https::Trust {
+        pem: std::fs::read(&pki().ca).unwrap(),
+        source: "the test CA".into(),
+    };
+    let password = zeroize::Zeroizing::new(password(account).as_bytes().to_vec());
+    strongroom::backend::https::Https::new(&server.url(account, "r"), trust, password).unwrap()
 }
