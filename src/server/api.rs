@@ -298,18 +298,34 @@ impl Target {
     }
 
     async fn list(&self, shared: &Arc<Shared>, kind: Kind) -> Answer {
-        let b = self.backend.clone();
-        match blocking(move || b.list(kind)).await {
-            Ok(listed) => {
-                let v: Vec<serde_json::Value> = listed
-                    .into_iter()
-                    .filter(|l: &Listed| valid_object_name(&l.name))
-                    .map(|l| serde_json::json!({ "name": l.name, "size": l.size }))
-                    .collect();
-                json(&serde_json::Value::Array(v))
-            }
-            Err(e) => storage_failed(shared, &format!("listing {}/{}", self.repo, kind.dir()), e),
+        #[derive(serde::Serialize)]
+        struct Entry {
+            name: String,
+            size: u64,
         }
+        let b = self.backend.clone();
+        let listed = match blocking(move || b.list(kind)).await {
+            Ok(l) => l,
+            Err(e) => return storage_failed(shared, &format!("listing {}/{}", self.repo, kind.dir()), e),
+        };
+        // The listing and its JSON (about 100 bytes a name) count against
+        // the memory budget until sent.
+        let Ok(memory) = shared.memory(listed.len() as u64 * 200).await else {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+        };
+        let entries: Vec<Entry> = listed
+            .into_iter()
+            .filter(|l: &Listed| valid_object_name(&l.name))
+            .map(|l| Entry {
+                name: l.name,
+                size: l.size,
+            })
+            .collect();
+        let mut r = answer(StatusCode::OK, serde_json::to_vec(&entries).unwrap_or_default());
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().expect("valid"));
+        r.body_mut().permit = Some(memory);
+        r
     }
 
     async fn object(
@@ -439,7 +455,11 @@ impl Target {
         let Ok(_memory) = shared.memory(length).await else {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
         };
-        let body = match read_body(req, body_limit(kind), BODY_DEADLINE).await {
+        // At least 64 KiB/s after the first 30 s: a body sent a trickle at
+        // a time does not hold its share of memory for long.
+        let deadline =
+            (Duration::from_secs(30) + Duration::from_secs(length / (64 << 10))).min(BODY_DEADLINE);
+        let body = match read_body(req, body_limit(kind), deadline).await {
             Ok(b) => b,
             Err(resp) => return resp,
         };
