@@ -161,6 +161,30 @@ impl Backend for Local {
         fsync_dir(dest.parent().unwrap_or(&self.root))
     }
 
+    fn write_new(&self, kind: Kind, name: &str, data: &[u8]) -> Result<bool> {
+        let dest = self.path(kind, name);
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(own_temporary_prefix())
+            .tempfile_in(&tmp_dir)
+            .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
+        tmp.write_all(data)
+            .and_then(|_| tmp.as_file().sync_all())
+            .with_context(|| format!("writing {}", dest.display()))?;
+        // A hard link never replaces: of two at once, one finds the other's.
+        match fs::hard_link(tmp.path(), &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("moving a new object into place at {}", dest.display()));
+            }
+        }
+        drop(tmp);
+        fsync_dir(dest.parent().unwrap_or(&self.root))?;
+        Ok(true)
+    }
+
     fn list(&self, kind: Kind) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
         let mut visit = |dir: &Path| -> Result<()> {

@@ -65,6 +65,16 @@ impl Backend for Mem {
         })
     }
 
+    fn write_new(&self, kind: Kind, name: &str, data: &[u8]) -> Result<bool> {
+        self.with(|m| match m.entry((kind, name.to_string())) {
+            std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(data.to_vec());
+                Ok(true)
+            }
+        })
+    }
+
     fn list(&self, kind: Kind) -> Result<Vec<Listed>> {
         self.with(|m| {
             Ok(m.iter()

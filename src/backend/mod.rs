@@ -161,6 +161,18 @@ pub trait Backend: Send + Sync {
     /// (only `config` is ever replaced; other names are content hashes).
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
 
+    /// Stores an object unless one of that name exists; says whether it
+    /// stored it. Backends that can create exclusively (a local directory,
+    /// memory, S3 with `If-None-Match`) do so; the default looks, then
+    /// writes.
+    fn write_new(&self, kind: Kind, name: &str, data: &[u8]) -> Result<bool> {
+        match self.stat(kind, name) {
+            Ok(_) => Ok(false),
+            Err(e) if is_not_found(&e) => self.write(kind, name, data).map(|()| true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every object of a kind, in no particular order.
     fn list(&self, kind: Kind) -> Result<Vec<Listed>>;
 

@@ -136,6 +136,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.run(|b| b.write(kind, name, data))
     }
 
+    fn write_new(&self, kind: Kind, name: &str, data: &[u8]) -> Result<bool> {
+        self.run(|b| b.write_new(kind, name, data))
+    }
+
     fn list(&self, kind: Kind) -> Result<Vec<Listed>> {
         self.run(|b| b.list(kind))
     }

@@ -52,6 +52,12 @@ pub fn basics(b: &dyn Backend) {
     assert_eq!(b.read_range(Kind::Packs, &name, 20_000, 50).unwrap(), b"");
     assert_eq!(b.read_range(Kind::Packs, &name, 5, 0).unwrap(), b"");
     assert_eq!(b.stat(Kind::Packs, &name).unwrap(), 10_000);
+    // Created only where nothing is: the second finds the first.
+    let only = name_of(b"only once");
+    assert!(b.write_new(Kind::Keys, &only, b"only once").unwrap());
+    assert!(!b.write_new(Kind::Keys, &only, b"something else").unwrap());
+    assert_eq!(b.read(Kind::Keys, &only).unwrap(), b"only once");
+    b.delete(Kind::Keys, &only).unwrap();
     // Writing the same object again changes nothing.
     b.write(Kind::Packs, &name, &data).unwrap();
     assert_eq!(b.read(Kind::Packs, &name).unwrap(), data);

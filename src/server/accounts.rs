@@ -185,8 +185,10 @@ impl Accounts {
             format: FORMAT,
             session_key: random_hex(32)?,
         };
+        // Exclusive: of two instances starting at once, one key wins.
         self.meta
-            .write(Kind::Config, "config", &serde_json::to_vec(&settings)?)
+            .write_new(Kind::Config, "config", &serde_json::to_vec(&settings)?)
+            .map(|_| ())
             .context("writing the server's settings")
     }
 

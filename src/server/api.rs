@@ -475,12 +475,13 @@ impl Target {
             if role == Role::Writer {
                 match kind {
                     // Config is the one object replaced: only by an admin.
-                    Kind::Config => match b.read(kind, &name) {
-                        Ok(old) if old == body.as_ref() => return Ok(Ok(())),
-                        Ok(_) => return Ok(Err("replace the repository's config")),
-                        Err(e) if backend::is_not_found(&e) => {}
-                        Err(e) => return Err(e),
-                    },
+                    // Created only where there is none, never replaced.
+                    Kind::Config => {
+                        if b.write_new(kind, &name, &body)? || b.read(kind, &name)? == body.as_ref() {
+                            return Ok(Ok(()));
+                        }
+                        return Ok(Err("replace the repository's config"));
+                    }
                     Kind::Locks => match s.lock_owner(&repo, &name)? {
                         Some(owner) if owner != account => {
                             return Ok(Err("take over another account's lock"));

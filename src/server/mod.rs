@@ -51,8 +51,9 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Failed logins, each slowing the next: per account and address (from
 /// the first failure), per address (from the fourth) and per account from
 /// anywhere (from the eleventh, so that nobody can keep an account shut
-/// out with a few tries of their own). Attempts in flight count too, so
-/// parallel guesses do not slip past a wait.
+/// out with a few tries of their own). Once a key is failing, its tries go
+/// one at a time, so parallel guesses do not slip past a wait; before
+/// that, logins in parallel are only bounded by the key-derivation queue.
 #[derive(Default)]
 pub struct Throttle {
     state: Mutex<HashMap<String, Tries>>,
@@ -114,12 +115,18 @@ impl Throttle {
         }
         for (k, forgiven) in keys {
             if let Some(t) = map.get(k) {
+                if t.failures <= *forgiven {
+                    // Logins in parallel are what clients of one account
+                    // do (hosts behind one address, a mount's threads).
+                    continue;
+                }
                 let until = t.last.map(|l| l + Throttle::delay(t.failures, *forgiven));
                 if let Some(wait) = until.and_then(|u| u.checked_duration_since(Instant::now())) {
                     return Err(wait);
                 }
-                // Guesses in parallel wait for the one before to be judged.
-                if t.in_flight > *forgiven {
+                // Once failing, one try at a time: guesses in parallel
+                // wait for the one before to be judged.
+                if t.in_flight > 0 {
                     return Err(Duration::from_secs(1));
                 }
             }
@@ -344,4 +351,31 @@ async fn accept(
     }
     eprintln!("strongroom server: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_in_parallel_pass_until_one_fails_then_wait_their_turn() {
+        let t = Throttle::default();
+        let keys = Throttle::keys("host", "127.0.0.1".parse().unwrap());
+        let a = t.begin(&keys).unwrap();
+        let b = t.begin(&keys).unwrap();
+        drop((a, b));
+        let a = t.begin(&keys).unwrap();
+        t.failed(&keys);
+        drop(a);
+        // One failure of this account from this address: a second wait.
+        let wait = t.begin(&keys).err().expect("a wait");
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        // Another address is not slowed by it.
+        let elsewhere = Throttle::keys("host", "192.0.2.1".parse().unwrap());
+        assert!(t.begin(&elsewhere).is_ok());
+        assert_eq!(Throttle::delay(1, 0), Duration::from_secs(1));
+        assert_eq!(Throttle::delay(4, 3), Duration::from_secs(1));
+        assert_eq!(Throttle::delay(10, 0), Duration::from_secs(60));
+        assert_eq!(Throttle::delay(10, 10), Duration::ZERO);
+    }
 }

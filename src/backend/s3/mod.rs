@@ -274,6 +274,34 @@ impl Backend for S3 {
         self.status("writing", &key, &mut resp)
     }
 
+    /// Looks first, then writes with `If-None-Match: *`: exclusive on
+    /// stores that honour it (AWS since 2024); Garage 2.5 ignores it, and
+    /// there two writers at the same instant can both write.
+    fn write_new(&self, kind: Kind, name: &str, data: &[u8]) -> Result<bool> {
+        match self.stat(kind, name) {
+            Ok(_) => return Ok(false),
+            Err(e) if super::is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let key = self.key(kind, name);
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
+        let mut resp = self
+            .agent
+            .put(url.as_str())
+            .header("Content-Type", "application/octet-stream")
+            .header("If-None-Match", "*")
+            .send(data)
+            .map_err(|e| self.failed("writing", &key, e))?;
+        // 412: it exists; 409: another conditional write of it is under way.
+        if matches!(resp.status().as_u16(), 412 | 409) {
+            return Ok(false);
+        }
+        self.status("writing", &key, &mut resp).map(|()| true)
+    }
+
     fn list(&self, kind: Kind) -> Result<Vec<Listed>> {
         let dir = format!("{}{}/", self.prefix, kind.dir());
         let mut out = Vec::new();
