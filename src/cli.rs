@@ -76,6 +76,8 @@ pub enum Command {
     Repair(RepairCommand),
     /// Remove stale locks (left by a process that died), or every lock
     Unlock(UnlockArgs),
+    /// Remove the snapshots a retention policy does not keep (full key only)
+    Forget(ForgetArgs),
     /// Show every snapshot as a read-only directory (FUSE), in the foreground
     Mount(MountArgs),
     /// The certificate authority of the strongroom server
@@ -347,6 +349,61 @@ pub struct RepairSnapshotsArgs {
     /// Remove each damaged snapshot once its repaired copy is written
     #[arg(long)]
     pub forget: bool,
+}
+
+/// The retention policy: each snapshot kept by any rule is kept. Counts
+/// take -1 for unlimited; spans are like 90d, 6y, 1y6m, 36h (y, m, d, h).
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest hours that have one
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest days (UTC) that have one
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest months that have one
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest snapshot of each of the N newest years that have one
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every snapshot within this span before the group's newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<String>,
+    /// Keep the newest snapshot of every hour within this span before the group's newest
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_hourly: Option<String>,
+    /// Keep the newest snapshot of every day within this span (the seed's policy: 90d)
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_daily: Option<String>,
+    /// Keep the newest snapshot of every ISO week within this span
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_weekly: Option<String>,
+    /// Keep the newest snapshot of every month within this span (the seed's policy: 6y)
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_monthly: Option<String>,
+    /// Keep the newest snapshot of every year within this span
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep every snapshot with this tag (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// What makes a group the policy applies to on its own: any of host,
+    /// paths, tags, comma-separated, or "" for one group
+    #[arg(long, default_value = "host,paths", value_name = "KEYS")]
+    pub group_by: String,
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Show what would be removed, and remove nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -309,8 +309,9 @@ fn verified_manifests_are_remembered_and_check_still_reads_them_all() {
     let first = env.backup(&[&src])["snapshot_id"].as_str().unwrap().to_string();
     let second = env.backup(&[&src])["snapshot_id"].as_str().unwrap().to_string();
     assert_eq!(env.snapshots().as_array().unwrap().len(), 2);
-    let remembered = repo_cache(&env).join("verified");
-    assert_eq!(std::fs::read_dir(&remembered).unwrap().count(), 2);
+    // One record for all of them, authenticated under the cache subkey.
+    let remembered = repo_cache(&env).join("verified-snapshots");
+    let two = std::fs::read(&remembered).unwrap();
 
     // The storage now damages a manifest this client verified before: a
     // listing needs no signature check for it, `check` reads it again.
@@ -323,25 +324,29 @@ fn verified_manifests_are_remembered_and_check_still_reads_them_all() {
     let r = env.run(&["check"]).fails(1);
     assert!(r.stderr().contains(&first), "{}", r.stderr());
 
-    // A remembered entry another user altered is not believed: the
-    // manifest is verified again.
-    std::fs::write(remembered.join(&second), b"forged").unwrap();
-    let snaps = env.snapshots();
+    // A record another user altered is not believed: every manifest is
+    // verified again, and the damaged one is refused.
+    std::fs::write(&remembered, b"forged").unwrap();
+    let r = env.run(&["--json", "snapshots"]).ok();
+    let ids: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec![second.clone()]);
     assert!(
-        snaps
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["id"] == second.as_str())
+        r.stderr().contains(&first) && r.stderr().contains("refused"),
+        "{}",
+        r.stderr()
     );
-    // Verified again, it is remembered afresh.
-    assert_ne!(std::fs::read(remembered.join(&second)).unwrap(), b"forged");
+    // Verified again, it is remembered afresh, without the refused one.
+    let one = std::fs::read(&remembered).unwrap();
+    assert_ne!(one, b"forged");
+    assert!(one.len() < two.len());
     // A manifest that is gone is forgotten.
     std::fs::remove_file(env.repo().join("snapshots").join(&second)).unwrap();
     env.run(&["snapshots"]).ok();
-    let left: Vec<_> = std::fs::read_dir(&remembered)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from(&first)]);
+    assert!(std::fs::read(&remembered).unwrap().len() < one.len());
 }

@@ -195,7 +195,15 @@ impl Backend for Local {
             };
             for entry in rd {
                 let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-                let meta = entry.metadata()?;
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Removed since the directory was read (a lock another
+                    // process let go of): not there, so not listed.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("listing {}", entry.path().display()));
+                    }
+                };
                 if meta.is_file()
                     && let Ok(name) = entry.file_name().into_string()
                 {

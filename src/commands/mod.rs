@@ -3,6 +3,7 @@
 mod backup;
 pub mod ca;
 mod check;
+mod forget;
 mod init;
 mod key;
 mod keygen;
@@ -122,6 +123,7 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Repair(crate::cli::RepairCommand::Index) => repair_index::run(&ctx),
         Command::Repair(crate::cli::RepairCommand::Snapshots(a)) => repair_snapshots::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Ca(c) => ca::run(&ctx, &c),
         Command::Server(c) => server::run(&ctx, c),

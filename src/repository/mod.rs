@@ -7,6 +7,7 @@ pub mod index;
 pub mod lock;
 pub mod packer;
 pub mod packs;
+pub mod policy;
 pub mod reader;
 pub mod rollback;
 pub mod runkeys;

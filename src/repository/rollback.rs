@@ -65,6 +65,14 @@ pub fn record_own(cache: &Cache, key: &SecretKey, repo: &Repository, host: &str,
     save(cache, key, repo, &seen);
 }
 
+/// Forgets what was seen of snapshots this client has just removed (by
+/// `forget`), so that their absence is not taken for a rollback.
+pub fn record_removed(cache: &Cache, key: &SecretKey, repo: &Repository, removed: &[Id]) {
+    let mut seen = load(cache, key, repo);
+    seen.newest.retain(|_, (_, id)| !removed.contains(id));
+    save(cache, key, repo, &seen);
+}
+
 /// Compares what the repository shows with what was seen before, warns on
 /// any step back, and records the newest state.
 pub fn check(cache: &Cache, key: &SecretKey, repo: &Repository, listing: Option<&Listing>) {

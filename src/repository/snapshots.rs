@@ -138,6 +138,9 @@ struct Remembered {
 }
 
 const REMEMBERED: &str = "verified";
+/// All of them in one record: a listing of thousands of snapshots reads
+/// one cache file, not one per snapshot.
+const REMEMBERED_ALL: &str = "verified-snapshots";
 
 /// Lists every manifest, verifying only those this client has not verified
 /// before (a remount, or a second command, costs no signature check for
@@ -146,33 +149,46 @@ const REMEMBERED: &str = "verified";
 pub fn list_remembering(repo: &Repository, shared: &Shared, cache: &Cache) -> Result<Listing> {
     let key = &shared.subkeys.cache;
     let repo_id = repo.id();
+    let old: std::collections::BTreeMap<String, Remembered> =
+        match cache.get_authenticated(&repo_id, REMEMBERED_ALL, key) {
+            Record::Found(b) => decode(&b, "the remembered snapshots").unwrap_or_default(),
+            Record::Missing | Record::Damaged => Default::default(),
+        };
     let listing = list_with(repo, |name| {
-        let entry = format!("{REMEMBERED}/{name}");
-        if let Record::Found(b) = cache.get_authenticated(&repo_id, &entry, key)
-            && let Ok(r) = decode::<Remembered>(&b, "a remembered snapshot")
+        if let Some(r) = old.get(name)
             && let Some(id) = Id::from_hex(name)
         {
             return Ok(Snapshot {
                 id,
                 run: r.run,
                 future: is_future(&r.catalog),
-                catalog: r.catalog,
-                signed_by: r.signed_by,
+                catalog: r.catalog.clone(),
+                signed_by: r.signed_by.clone(),
             });
         }
-        let s = read(repo, shared, name)?;
-        let r = Remembered {
-            run: s.run,
-            catalog: s.catalog.clone(),
-            signed_by: s.signed_by.clone(),
-        };
-        cache.put_authenticated(&repo_id, &entry, key, &encode(&r));
-        Ok(s)
+        read(repo, shared, name)
     })?;
-    // Forget manifests that are gone.
-    let present: std::collections::HashSet<String> =
-        listing.snapshots.iter().map(|s| s.id.to_hex()).collect();
-    cache.retain(&repo_id, REMEMBERED, |name| present.contains(name));
+    // Remember what is there now, and only that.
+    let now: std::collections::BTreeMap<String, Remembered> = listing
+        .snapshots
+        .iter()
+        .map(|s| {
+            (
+                s.id.to_hex(),
+                Remembered {
+                    run: s.run,
+                    catalog: s.catalog.clone(),
+                    signed_by: s.signed_by.clone(),
+                },
+            )
+        })
+        .collect();
+    let same = now.len() == old.len() && now.keys().all(|k| old.contains_key(k));
+    if !same {
+        cache.put_authenticated(&repo_id, REMEMBERED_ALL, key, &encode(&now));
+    }
+    // The one-file-per-snapshot records of earlier versions.
+    cache.retain(&repo_id, REMEMBERED, |_| false);
     Ok(listing)
 }
 

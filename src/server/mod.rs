@@ -259,6 +259,12 @@ fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
 
 /// Serves until SIGINT or SIGTERM.
 pub fn serve(listen: &str, cert: &Path, key: &Path, store: Store) -> Result<()> {
+    // Bodies of up to a pack each pass through many threads: a few malloc
+    // arenas keep freed ones from piling up per thread.
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let tls = Arc::new(tls_config(cert, key)?);
     store.accounts.prepare()?;
     let session_key = store.accounts.session_key()?;
