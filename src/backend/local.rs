@@ -87,6 +87,21 @@ impl Local {
     }
 }
 
+impl Local {
+    /// `data` in a temporary file of `tmp/`, synced, ready to move to `dest`.
+    fn staged(&self, dest: &Path, data: &[u8]) -> Result<tempfile::NamedTempFile> {
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(own_temporary_prefix())
+            .tempfile_in(&tmp_dir)
+            .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
+        tmp.write_all(data)
+            .and_then(|_| tmp.as_file().sync_all())
+            .with_context(|| format!("writing {}", dest.display()))?;
+        Ok(tmp)
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -147,15 +162,8 @@ impl Backend for Local {
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         let dest = self.path(kind, name);
-        let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(own_temporary_prefix())
-            .tempfile_in(&tmp_dir)
-            .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
-        tmp.write_all(data)
-            .and_then(|_| tmp.as_file().sync_all())
-            .with_context(|| format!("writing {}", dest.display()))?;
-        tmp.persist(&dest)
+        self.staged(&dest, data)?
+            .persist(&dest)
             .map_err(|e| e.error)
             .with_context(|| format!("moving a new object into place at {}", dest.display()))?;
         fsync_dir(dest.parent().unwrap_or(&self.root))
@@ -163,14 +171,7 @@ impl Backend for Local {
 
     fn write_new(&self, kind: Kind, name: &str, data: &[u8]) -> Result<bool> {
         let dest = self.path(kind, name);
-        let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(own_temporary_prefix())
-            .tempfile_in(&tmp_dir)
-            .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
-        tmp.write_all(data)
-            .and_then(|_| tmp.as_file().sync_all())
-            .with_context(|| format!("writing {}", dest.display()))?;
+        let tmp = self.staged(&dest, data)?;
         // A hard link never replaces: of two at once, one finds the other's.
         match fs::hard_link(tmp.path(), &dest) {
             Ok(()) => {}

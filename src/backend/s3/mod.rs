@@ -159,6 +159,29 @@ impl S3 {
         })
     }
 
+    /// PUTs an object; with `only_new`, one that exists is left alone and
+    /// `false` returned (where the store honours `If-None-Match`).
+    fn put(&self, kind: Kind, name: &str, data: &[u8], only_new: bool) -> Result<bool> {
+        let key = self.key(kind, name);
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
+        let mut req = self
+            .agent
+            .put(url.as_str())
+            .header("Content-Type", "application/octet-stream");
+        if only_new {
+            req = req.header("If-None-Match", "*");
+        }
+        let mut resp = req.send(data).map_err(|e| self.failed("writing", &key, e))?;
+        // 412: it exists; 409: another conditional write of it is under way.
+        if only_new && matches!(resp.status().as_u16(), 412 | 409) {
+            return Ok(false);
+        }
+        self.status("writing", &key, &mut resp).map(|()| true)
+    }
+
     fn get(&self, kind: Kind, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
         let key = self.key(kind, name);
         let url = self
@@ -260,18 +283,7 @@ impl Backend for S3 {
     }
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
-        let key = self.key(kind, name);
-        let url = self
-            .bucket
-            .put_object(Some(&self.credentials), &key)
-            .sign(SIGNED_FOR);
-        let mut resp = self
-            .agent
-            .put(url.as_str())
-            .header("Content-Type", "application/octet-stream")
-            .send(data)
-            .map_err(|e| self.failed("writing", &key, e))?;
-        self.status("writing", &key, &mut resp)
+        self.put(kind, name, data, false).map(|_| ())
     }
 
     /// Looks first, then writes with `If-None-Match: *`: exclusive on
@@ -279,27 +291,10 @@ impl Backend for S3 {
     /// there two writers at the same instant can both write.
     fn write_new(&self, kind: Kind, name: &str, data: &[u8]) -> Result<bool> {
         match self.stat(kind, name) {
-            Ok(_) => return Ok(false),
-            Err(e) if super::is_not_found(&e) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Ok(false),
+            Err(e) if super::is_not_found(&e) => self.put(kind, name, data, true),
+            Err(e) => Err(e),
         }
-        let key = self.key(kind, name);
-        let url = self
-            .bucket
-            .put_object(Some(&self.credentials), &key)
-            .sign(SIGNED_FOR);
-        let mut resp = self
-            .agent
-            .put(url.as_str())
-            .header("Content-Type", "application/octet-stream")
-            .header("If-None-Match", "*")
-            .send(data)
-            .map_err(|e| self.failed("writing", &key, e))?;
-        // 412: it exists; 409: another conditional write of it is under way.
-        if matches!(resp.status().as_u16(), 412 | 409) {
-            return Ok(false);
-        }
-        self.status("writing", &key, &mut resp).map(|()| true)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<Listed>> {
