@@ -78,6 +78,8 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Remove the snapshots a retention policy does not keep (full key only)
     Forget(ForgetArgs),
+    /// Remove the data no snapshot references, repacking packs partly used (full key only)
+    Prune(PruneArgs),
     /// Show every snapshot as a read-only directory (FUSE), in the foreground
     Mount(MountArgs),
     /// The certificate authority of the strongroom server
@@ -402,6 +404,23 @@ pub struct ForgetArgs {
     #[arg(long)]
     pub host: Option<String>,
     /// Show what would be removed, and remove nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Prune afterwards: remove the data only the removed snapshots used
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: the unused space to tolerate (see `prune --max-unused`)
+    #[arg(long, value_name = "LIMIT", default_value = "5%", requires = "prune")]
+    pub max_unused: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// The unused space to tolerate in packs still partly used, as a
+    /// percentage of the space used (`5%`), or `unlimited` to repack nothing
+    #[arg(long, value_name = "LIMIT", default_value = "5%")]
+    pub max_unused: String,
+    /// Show what would be removed and repacked, and change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 }

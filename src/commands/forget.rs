@@ -110,13 +110,13 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
             "no policy given: it would keep nothing; give at least one --keep-* option",
         ));
     }
+    let prune = if a.prune {
+        Some(super::prune::max_unused(&a.max_unused)?)
+    } else {
+        None
+    };
     let key = ctx.load_key()?;
-    if let crate::keys::Key::Writer(w) = &key {
-        return Err(Exit::usage(format!(
-            "this is a writer key (host {}): it can add backups but cannot forget snapshots; use the full key",
-            w.host
-        )));
-    }
+    let full = super::prune::full_key(&key, "forget snapshots")?;
     let shared = key.shared();
     let repo = ctx.open(&key)?;
     let cache = ctx.cache();
@@ -167,6 +167,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
         removed.extend(gone.iter().map(|s| s.id));
         report.push((gk.clone(), keep, gone));
     }
+    let mut json = None;
     if ctx.global.json {
         let v: Vec<_> = report
             .iter()
@@ -197,7 +198,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
                 })
             })
             .collect();
-        super::print_json(&serde_json::json!({ "dry_run": a.dry_run, "groups": v }))?;
+        json = Some(serde_json::json!({ "dry_run": a.dry_run, "groups": v }));
     } else if !ctx.global.quiet {
         for ((host, paths, tags), keep, gone) in &report {
             let mut title = Vec::new();
@@ -240,11 +241,16 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     if a.dry_run {
         if !ctx.global.quiet && !ctx.global.json {
             println!(
-                "dry run: {} snapshot(s) would be removed, nothing was",
-                removed.len()
+                "dry run: {} snapshot(s) would be removed, nothing was{}",
+                removed.len(),
+                if prune.is_some() {
+                    " (and nothing pruned)"
+                } else {
+                    ""
+                }
             );
         }
-        return Ok(());
+        return json.map_or(Ok(()), |j| super::print_json(&j));
     }
     let failures: Vec<String> = removed
         .par_iter()
@@ -263,11 +269,28 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
             removed.len()
         );
     }
+    let Some(max_unused) = prune else {
+        if !ctx.global.quiet && !ctx.global.json {
+            println!(
+                "removed {} snapshot(s); the data only they used stays until a prune",
+                removed.len()
+            );
+        }
+        return json.map_or(Ok(()), |j| super::print_json(&j));
+    };
     if !ctx.global.quiet && !ctx.global.json {
-        println!(
-            "removed {} snapshot(s); the data only they used stays until a prune",
-            removed.len()
-        );
+        println!("removed {} snapshot(s); pruning", removed.len());
     }
-    Ok(())
+    let opts = crate::repository::prune::Options {
+        max_unused,
+        dry_run: false,
+    };
+    let summary = super::prune::run_locked(ctx, full, &repo, &cache, &opts)?;
+    match json {
+        Some(mut j) => {
+            j["prune"] = serde_json::to_value(&summary)?;
+            super::print_json(&j)
+        }
+        None => Ok(()),
+    }
 }

@@ -9,6 +9,7 @@ mod key;
 mod keygen;
 mod ls;
 mod mount;
+mod prune;
 mod repair_index;
 mod repair_snapshots;
 mod restore;
@@ -124,6 +125,7 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Repair(crate::cli::RepairCommand::Snapshots(a)) => repair_snapshots::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Ca(c) => ca::run(&ctx, &c),
         Command::Server(c) => server::run(&ctx, c),

@@ -8,6 +8,7 @@ pub mod lock;
 pub mod packer;
 pub mod packs;
 pub mod policy;
+pub mod prune;
 pub mod reader;
 pub mod rollback;
 pub mod runkeys;
