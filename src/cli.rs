@@ -80,6 +80,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Remove the data no snapshot references, repacking packs partly used (full key only)
     Prune(PruneArgs),
+    /// Replicate snapshots, verbatim, to a second repository of the same key
+    Copy(CopyArgs),
     /// Show every snapshot as a read-only directory (FUSE), in the foreground
     Mount(MountArgs),
     /// The certificate authority of the strongroom server
@@ -423,6 +425,23 @@ pub struct PruneArgs {
     /// Show what would be removed and repacked, and change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The second repository (a path, s3:… or https://…); made if it does not exist
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// The account password of an https:// destination, when it differs
+    /// from the source's (else --password-file, STRONGROOM_PASSWORD or a prompt)
+    #[arg(long, value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Only these snapshots (latest, ids or prefixes; full key only): by
+    /// default, every snapshot and everything it needs
+    pub snapshots: Vec<String>,
+    /// With `latest`: that host's newest
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Args, Debug)]

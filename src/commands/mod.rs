@@ -3,6 +3,7 @@
 mod backup;
 pub mod ca;
 mod check;
+mod copy;
 mod forget;
 mod init;
 mod key;
@@ -64,12 +65,22 @@ impl Ctx {
             .repo
             .as_deref()
             .ok_or_else(|| Exit::usage("no repository given: use -r URL or STRONGROOM_REPO"))?;
+        self.backend_at(url, key, self.global.password_file.as_deref())
+    }
+
+    /// The storage at `url`, trusting the same CA as [`Ctx::backend`].
+    pub fn backend_at(
+        &self,
+        url: &str,
+        key: &crate::keys::Shared,
+        password_file: Option<&std::path::Path>,
+    ) -> Result<Arc<dyn Backend>> {
         backend::open(
             url,
             &backend::Remote {
                 ca: self.global.ca.as_deref(),
                 key_ca: key.ca_pem.as_deref(),
-                password_file: self.global.password_file.as_deref(),
+                password_file,
             },
         )
     }
@@ -126,6 +137,7 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Ca(c) => ca::run(&ctx, &c),
         Command::Server(c) => server::run(&ctx, c),

@@ -93,12 +93,15 @@ fn print(s: &Summary, opts: &Options) {
         bytes(s.pack_bytes_before)
     );
     println!(
-        "{} pack(s) {would}deleted ({} of them not indexed), {} {would}repacked: {} blob(s), {} {would}moved into new packs",
+        "{} pack(s) {would}deleted: {} unused, {} repacked ({} of them not indexed); {} blob(s), {} {would}moved \
+         into {} new pack(s)",
         s.packs_deleted + s.packs_repacked,
-        s.unindexed_packs_deleted,
+        s.packs_deleted,
         s.packs_repacked,
+        s.unindexed_packs_deleted,
         s.blobs_moved,
-        bytes(s.bytes_moved)
+        bytes(s.bytes_moved),
+        s.packs_written
     );
     if s.missing_packs_dropped > 0 {
         println!(

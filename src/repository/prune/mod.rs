@@ -74,14 +74,14 @@ pub struct Summary {
     pub unused_bytes_after: u64,
 }
 
-/// Every blob the snapshots reference: their trees, read level by level
-/// in parallel, each once.
-pub fn referenced(reader: &Reader, listing: &Listing, progress: &AtomicU64) -> Result<HashSet<BlobRef>> {
+/// Every blob the trees under `roots` reference, and the roots: read
+/// level by level in parallel, each once.
+pub fn referenced(reader: &Reader, roots: &[Id], progress: &AtomicU64) -> Result<HashSet<BlobRef>> {
     let mut used: HashSet<BlobRef> = HashSet::new();
     let mut frontier: Vec<Id> = Vec::new();
-    for s in &listing.snapshots {
-        if used.insert((s.catalog.tree, BlobKind::Tree)) {
-            frontier.push(s.catalog.tree);
+    for root in roots {
+        if used.insert((*root, BlobKind::Tree)) {
+            frontier.push(*root);
         }
     }
     let mut depth = 0;
@@ -151,7 +151,8 @@ pub fn prune(reader: &Reader, listing: &Listing, opts: &Options, say: &dyn Fn(&s
         listing.snapshots.len()
     ));
     let trees_read = AtomicU64::new(0);
-    let used = referenced(reader, listing, &trees_read)?;
+    let roots: Vec<Id> = listing.snapshots.iter().map(|s| s.catalog.tree).collect();
+    let used = referenced(reader, &roots, &trees_read)?;
     summary.referenced_blobs = used.len();
 
     say("reading the index");
@@ -422,10 +423,22 @@ fn delete_all(backend: &dyn Backend, kind: Kind, names: &[&String]) -> Vec<(Stri
         .collect()
 }
 
-/// Deletes the envelopes of runs not in `needed`. An envelope is judged by
-/// the run it names; its name is the hash of its bytes, so no object can
-/// pass for another's envelope. One that cannot be read or decoded is left
-/// alone (`check` names it). Returns (deleted, bytes, failures).
+/// Deletes the envelopes of runs not in `needed`, judged by
+/// [`envelope_run`]. One that cannot be read or decoded is left alone
+/// (`check` names it). Returns (deleted, bytes, failures).
+/// The run a key envelope names, read without verifying its signature:
+/// its name is the hash of its bytes, so no object can pass for another's
+/// envelope. `None` if it cannot be read or decoded.
+pub fn envelope_run(backend: &dyn Backend, name: &str) -> Option<RunId> {
+    let bytes = crate::backend::read_bounded(backend, Kind::Keys, name).ok()?;
+    if Id::of_bytes(&bytes).to_hex() != name {
+        return None;
+    }
+    let signed: Signed = decode(&bytes, "a key envelope").ok()?;
+    let env: Envelope = decode(&signed.body, "a key envelope").ok()?;
+    Some(env.run_id)
+}
+
 fn delete_unneeded_envelopes(
     backend: &dyn Backend,
     needed: &HashSet<RunId>,
@@ -434,13 +447,7 @@ fn delete_unneeded_envelopes(
     let results: Vec<Option<(u64, Result<()>, String)>> = listed
         .par_iter()
         .map(|l| {
-            let bytes = crate::backend::read_bounded(backend, Kind::Keys, &l.name).ok()?;
-            if Id::of_bytes(&bytes).to_hex() != l.name {
-                return None;
-            }
-            let signed: Signed = decode(&bytes, "a key envelope").ok()?;
-            let env: Envelope = decode(&signed.body, "a key envelope").ok()?;
-            if needed.contains(&env.run_id) {
+            if needed.contains(&envelope_run(backend, &l.name)?) {
                 return None;
             }
             Some((l.size, backend.delete(Kind::Keys, &l.name), l.name.clone()))
