@@ -82,7 +82,10 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         v
     };
 
-    let password_file = a.to_password_file.as_deref().or(ctx.global.password_file.as_deref());
+    let password_file = a
+        .to_password_file
+        .as_deref()
+        .or(ctx.global.password_file.as_deref());
     let dst_backend = ctx.backend_at(&a.to, shared, password_file)?;
     if dst_backend.location() == src.backend.location() {
         return Err(Exit::usage(format!(
@@ -134,8 +137,16 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         // Index entries written for the packs a chosen-snapshot copy
         // brought (their source index files also name packs left behind).
         if !want.new_index.is_empty() {
-            for chunk in want.new_index.chunks(crate::repository::writer::PACKS_PER_INDEX_FILE) {
-                let id = index::write_index_file(dst.backend.as_ref(), &shared.subkeys, &dst.id(), chunk.to_vec())?;
+            for chunk in want
+                .new_index
+                .chunks(crate::repository::writer::PACKS_PER_INDEX_FILE)
+            {
+                let id = index::write_index_file(
+                    dst.backend.as_ref(),
+                    &shared.subkeys,
+                    &dst.id(),
+                    chunk.to_vec(),
+                )?;
                 summary.index.copied += 1;
                 summary.index.bytes_copied += dst.backend.stat(Kind::Index, &id.to_hex()).unwrap_or(0);
             }
@@ -205,7 +216,8 @@ fn tally_of(s: &mut Summary, kind: Kind) -> &mut Tally {
 /// repository, or a config this key's root did not sign, is refused; an
 /// older version of the same config is brought up to date.
 fn destination(src: &Repository, shared: &Shared, dst: Arc<dyn Backend>) -> Result<Repository> {
-    let config = read_bounded(src.backend.as_ref(), Kind::Config, "config").context("reading the source's config")?;
+    let config =
+        read_bounded(src.backend.as_ref(), Kind::Config, "config").context("reading the source's config")?;
     match dst.stat(Kind::Config, "config") {
         Err(e) if is_not_found(&e) => {
             dst.create()
@@ -271,7 +283,11 @@ fn needed_by(reader: &Reader, dst: &Repository, chosen: &[&Snapshot]) -> Result<
     let roots: Vec<Id> = chosen.iter().map(|s| s.catalog.tree).collect();
     let used = prune::referenced(reader, &roots, &AtomicU64::new(0))?;
     let listed = packs::listed(src.backend.as_ref())?;
-    let live = |pack: &Id| listed.get(pack).is_some_and(|s| reader.index.pack_size(pack) == Some(*s));
+    let live = |pack: &Id| {
+        listed
+            .get(pack)
+            .is_some_and(|s| reader.index.pack_size(pack) == Some(*s))
+    };
     let mut packs_needed: HashSet<Id> = HashSet::new();
     for (id, kind) in &used {
         let loc = reader

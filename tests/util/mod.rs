@@ -478,3 +478,55 @@ touch -d '2010-10-10 10:10:10.101010101' links sticky xdir names
 "#
     ));
 }
+
+/// Three nightly generations of a tree, each copied aside as it was:
+/// half a MiB files come and go, small files change. Returns the source
+/// path and the copies, oldest first, with their snapshot ids.
+pub fn history(env: &Env) -> (PathBuf, Vec<(PathBuf, String)>) {
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("small")).unwrap();
+    for i in 0..8 {
+        // Odd seeds: random_file sets the lowest bit.
+        random_file(&src.join(format!("big{i}")), 512 << 10, 101 + 2 * i);
+    }
+    for i in 0..60 {
+        std::fs::write(
+            src.join(format!("small/t{i}")),
+            format!("file {i}\n").repeat(i + 1),
+        )
+        .unwrap();
+    }
+    let mut gens = Vec::new();
+    let mut snap = |n: usize, env: &Env| {
+        let time = format!("2026-01-0{n}T00:30:00Z");
+        let s = src.to_str().unwrap();
+        let out = env.run(&["--json", "backup", "--time", &time, s]).ok().json();
+        let copy = env.path(&format!("state{n}"));
+        sh(&format!("cp -a {s} {}", copy.display()));
+        gens.push((copy, out["snapshot_id"].as_str().unwrap().to_string()));
+    };
+    snap(1, env);
+    for f in ["big0", "big1"] {
+        std::fs::remove_file(src.join(f)).unwrap();
+    }
+    for i in 0..20 {
+        std::fs::remove_file(src.join(format!("small/t{i}"))).unwrap();
+    }
+    random_file(&src.join("new0"), 512 << 10, 200);
+    snap(2, env);
+    std::fs::remove_file(src.join("big2")).unwrap();
+    std::fs::write(src.join("small/t30"), "changed\n").unwrap();
+    snap(3, env);
+    (src, gens)
+}
+
+/// Restores `spec` and compares it with the copy of how `src` was.
+pub fn restores_as(env: &Env, spec: &str, src: &Path, state: &Path) {
+    let target = tempfile::Builder::new()
+        .prefix("out-")
+        .tempdir_in(env.dir.path())
+        .unwrap();
+    env.run(&["restore", spec, "--target", target.path().to_str().unwrap()])
+        .ok();
+    fidelity::no_differences(state, &under(target.path(), src));
+}
