@@ -251,11 +251,34 @@ pub enum KeyCommand {
         #[arg(long)]
         no_passphrase: bool,
     },
-    /// Add a recipient of the keys of every later backup run
+    /// Add a recipient of the keys of every backup run, past (full key) and later
     AddRecipient {
         /// A file written by `key export-public`
         public_key_file: PathBuf,
     },
+    /// Make a reading key from a recovery key (this -k) that was added
+    /// with `key add-recipient`, and the repository's public file
+    Recover {
+        /// The repository's public file, written by `key export-public` with its full key
+        #[arg(long, value_name = "FILE")]
+        public: PathBuf,
+        /// Where to write the reading key
+        #[arg(long)]
+        out: PathBuf,
+        /// Leave the reading key file unencrypted (mode 0600)
+        #[arg(long)]
+        no_passphrase: bool,
+        /// Read the new file's passphrase from this file
+        #[arg(long)]
+        new_passphrase_file: Option<PathBuf>,
+    },
+    /// Stop trusting a writer key from now on: every key of a host, or one by its fingerprint
+    RevokeWriter {
+        /// A host name, or a writer's fingerprint (or a unique prefix of 8 hex digits or more)
+        writer: String,
+    },
+    /// Show the recipients, the writer keys seen and the revocations
+    List,
 }
 
 #[derive(Args, Debug)]

@@ -35,7 +35,9 @@ pub struct Shared {
 pub struct FullKey {
     pub shared: Shared,
     pub encryption: PrivateKey,
-    pub root: PrivateKey,
+    /// The root signing key; `None` in a reading key made by `key
+    /// recover`, which reads everything and signs nothing.
+    pub root: Option<PrivateKey>,
 }
 
 /// A writer key: backs up for one host, reads only the catalog.
@@ -72,6 +74,16 @@ impl Key {
 }
 
 impl FullKey {
+    /// The root signing key, or one sentence saying this key has none.
+    pub fn root(&self) -> Result<&PrivateKey> {
+        self.root.as_ref().ok_or_else(|| {
+            crate::error::Exit::usage(
+                "this is a reading key (made by `key recover`): it reads every snapshot but signs nothing; \
+                 back up with a writer key, and change the repository with the full key",
+            )
+        })
+    }
+
     pub fn generate(bits: usize) -> Result<FullKey> {
         let (encryption, root) = std::thread::scope(|s| {
             let enc = s.spawn(|| PrivateKey::generate(bits));
@@ -89,7 +101,7 @@ impl FullKey {
                 ca_pem: None,
             },
             encryption: encryption?,
-            root,
+            root: Some(root),
         })
     }
 
@@ -103,7 +115,7 @@ impl FullKey {
             created: crate::format::Timestamp::now().sec,
         };
         let body = encode(&cert);
-        let signature = self.root.sign(CERT_SIGNED_TYPE, &body)?;
+        let signature = self.root()?.sign(CERT_SIGNED_TYPE, &body)?;
         Ok(WriterKey {
             shared: Shared {
                 id_key: self.shared.id_key.clone(),
@@ -133,7 +145,11 @@ fn secrets_of(key: &Key) -> Result<Secrets> {
     match key {
         Key::Full(k) => {
             s.encryption_private = Some(k.encryption.to_der()?.to_vec());
-            s.root_private = Some(k.root.to_der()?.to_vec());
+            s.root_private = k
+                .root
+                .as_ref()
+                .map(|r| r.to_der().map(|d| d.to_vec()))
+                .transpose()?;
         }
         Key::Writer(k) => {
             s.writer_private = Some(k.signing.to_der()?.to_vec());
@@ -237,7 +253,11 @@ pub fn load(path: &Path, passphrases: &PassphraseSource) -> Result<Key> {
         KeyKind::Full => Key::Full(FullKey {
             shared,
             encryption: PrivateKey::from_der(s.encryption_private.as_ref().ok_or_else(damaged)?)?,
-            root: PrivateKey::from_der(s.root_private.as_ref().ok_or_else(damaged)?)?,
+            root: s
+                .root_private
+                .as_ref()
+                .map(|d| PrivateKey::from_der(d))
+                .transpose()?,
         }),
         KeyKind::Writer => {
             let (body, signature) = s.writer_certificate.clone().ok_or_else(damaged)?;

@@ -167,7 +167,8 @@ fn tampered_or_resigned_manifest_is_refused() {
         _ => unreachable!(),
     };
     let sig = other
-        .root
+        .root()
+        .unwrap()
         .sign(strongroom::format::manifest::SIGNED_TYPE, &signed.body)
         .unwrap();
     let forged = postcard::to_stdvec(&strongroom::format::Signed {

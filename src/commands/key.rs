@@ -4,16 +4,15 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 
 use crate::cli::KeyCommand;
-use crate::crypto::pk::PublicKey;
 use crate::error::Exit;
 use crate::keys::{self, Key, PassphraseSource};
 
 use super::Ctx;
 
-const PUBLIC_MAGIC: &str = "strongroom public encryption key v1";
+pub const PUBLIC_MAGIC: &str = "strongroom public encryption key v1";
 
 pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
     match cmd {
@@ -54,7 +53,11 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         KeyCommand::ExportPublic { out } => {
             refuse_existing(&out)?;
             let key = ctx.load_key()?.into_full("export the public encryption key")?;
-            let text = format!("{PUBLIC_MAGIC}\n{}\n", hex::encode(key.encryption.public().der()));
+            let text = format!(
+                "{PUBLIC_MAGIC}\n{}\nroot {}\n",
+                hex::encode(key.encryption.public().der()),
+                hex::encode(key.shared.root_public.der())
+            );
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -96,39 +99,25 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             }
         }
         KeyCommand::AddRecipient { public_key_file } => {
-            let key = ctx.load_key()?.into_full("add a recipient")?;
-            let text = std::fs::read_to_string(&public_key_file)
-                .with_context(|| format!("reading {}", public_key_file.display()))?;
-            let mut lines = text.lines();
-            let bad = || {
-                anyhow!(
-                    "{} is not a strongroom public key file",
-                    public_key_file.display()
-                )
-            };
-            if lines.next() != Some(PUBLIC_MAGIC) {
-                return Err(bad());
-            }
-            let der = hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
-            let recipient = PublicKey::from_der(&der)?;
-            let recipient_fingerprint = recipient.fingerprint();
-            let mut repo = crate::repository::Repository::open(ctx.backend(&key.shared)?, &key.shared)?;
-            repo.add_recipient(&key, recipient)?;
-            if ctx.global.json {
-                super::print_json(&serde_json::json!({
-                    "message_type": "recipient",
-                    "fingerprint": hex::encode(recipient_fingerprint),
-                    "config_version": repo.config.version,
-                }))?;
-            } else if !ctx.global.quiet {
-                eprintln!("added a recipient; backups from now on are readable with its key too");
-            }
+            super::recovery::add_recipient(ctx, &public_key_file)?
         }
+        KeyCommand::Recover {
+            public,
+            out,
+            no_passphrase,
+            new_passphrase_file,
+        } => {
+            refuse_existing(&out)?;
+            let pass = new_passphrase(no_passphrase, new_passphrase_file)?;
+            super::recovery::recover(ctx, &public, &out, pass.as_deref().map(|p| &p[..]))?
+        }
+        KeyCommand::RevokeWriter { writer } => super::recovery::revoke_writer(ctx, &writer)?,
+        KeyCommand::List => super::recovery::list(ctx)?,
     }
     Ok(())
 }
 
-fn refuse_existing(p: &Path) -> Result<()> {
+pub fn refuse_existing(p: &Path) -> Result<()> {
     if p.exists() {
         return Err(Exit::usage(format!(
             "{} already exists; not overwriting it",

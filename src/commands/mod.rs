@@ -11,6 +11,7 @@ mod keygen;
 mod ls;
 mod mount;
 mod prune;
+mod recovery;
 mod repair_index;
 mod repair_snapshots;
 mod restore;

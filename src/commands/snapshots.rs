@@ -52,7 +52,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
                     "tags": s.catalog.tags,
                     "parent": s.catalog.parent.map(|p| p.to_hex()),
                     "tree": s.catalog.tree.to_hex(),
-                    "signed_by": match &s.signed_by { SignedBy::Root => "root".to_string(), SignedBy::Writer { host } => format!("writer:{host}") },
+                    "signed_by": match &s.signed_by { SignedBy::Root => "root".to_string(), SignedBy::Writer { host, .. } => format!("writer:{host}") },
                     "future": s.future,
                     "summary": s.catalog.summary,
                 })

@@ -34,6 +34,40 @@ pub struct Recipient {
 }
 
 pub const SECRETS_LABEL: &[u8] = b"strongroom/v1/config-secrets";
+/// OAEP label of a [`PastRuns`] bundle's key: `PAST_RUNS_LABEL ‖ repo id`.
+pub const PAST_RUNS_LABEL: &[u8] = b"strongroom/v1/past-runs";
+/// AEAD kind of a [`PastRuns`] bundle.
+pub const PAST_RUNS_SEAL_KIND: &str = "past-runs";
+
+/// The keys of the runs made before a recipient was added (`key
+/// add-recipient`), for it: `(run id, data key ‖ metadata key)` pairs,
+/// sealed under a fresh key that is wrapped for the recipient. Later runs
+/// wrap their keys for it in their own envelopes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PastRuns {
+    /// SHA-256 of the recipient's public key DER.
+    pub recipient: [u8; 32],
+    pub wrapped_key: Vec<u8>,
+    pub sealed: Vec<u8>,
+}
+
+/// A writer key no longer trusted from `at` on (`key revoke-writer`):
+/// every writer key of `host`, or only the one whose signing public key
+/// has the fingerprint `writer`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Revocation {
+    pub host: String,
+    pub writer: Option<[u8; 32]>,
+    /// Seconds since the epoch, UTC.
+    pub at: i64,
+}
+
+impl Revocation {
+    /// Whether this revokes the writer of `host` with `fingerprint`.
+    pub fn covers(&self, host: &str, fingerprint: &[u8; 32]) -> bool {
+        self.host == host && self.writer.is_none_or(|w| w == *fingerprint)
+    }
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -46,4 +80,6 @@ pub struct Config {
     /// PKCS#1 DER of the root signing public key.
     pub root_public_key: Vec<u8>,
     pub recipients: Vec<Recipient>,
+    pub past_runs: Vec<PastRuns>,
+    pub revoked: Vec<Revocation>,
 }

@@ -25,7 +25,7 @@ use crate::backend::{Backend, Kind, is_not_found};
 use crate::crypto::pk::PublicKey;
 use crate::error::Exit;
 use crate::format::config::{self, ChunkerParams, Config, Recipient};
-use crate::format::{FORMAT_VERSION, Id, Signed, encode};
+use crate::format::{FORMAT_VERSION, Id, RunId, Signed, encode};
 use crate::keys::{FullKey, Shared};
 
 /// An opened repository: its backend and its verified config.
@@ -53,6 +53,8 @@ impl Repository {
                 public_key: recipient_key.der().to_vec(),
                 wrapped_secrets,
             }],
+            past_runs: Vec::new(),
+            revoked: Vec::new(),
         };
         backend
             .create()
@@ -114,20 +116,53 @@ impl Repository {
         self.config.repo_id
     }
 
-    /// Adds a recipient of the keys of every later run.
-    pub fn add_recipient(&mut self, key: &FullKey, recipient: PublicKey) -> Result<()> {
+    /// Adds a recipient of the keys of every later run, and of `past`:
+    /// the keys (`data ‖ metadata`) of the runs made so far.
+    pub fn add_recipient(
+        &mut self,
+        key: &FullKey,
+        recipient: PublicKey,
+        past: &[(RunId, zeroize::Zeroizing<Vec<u8>>)],
+    ) -> Result<()> {
         if self.recipients.contains(&recipient) {
             return Err(Exit::usage("that key is already a recipient of this repository"));
         }
+        key.root()?;
         let wrapped_secrets = wrap_secrets(&key.shared, &self.config.repo_id, &recipient)?;
         self.config.recipients.push(Recipient {
             public_key: recipient.der().to_vec(),
             wrapped_secrets,
         });
+        if !past.is_empty() {
+            let bundle_key = crate::crypto::SecretKey::random()?;
+            let mut label = config::PAST_RUNS_LABEL.to_vec();
+            label.extend_from_slice(&self.config.repo_id.0);
+            let fingerprint = recipient.fingerprint();
+            let plain = zeroize::Zeroizing::new(encode(
+                &past.iter().map(|(r, k)| (*r, k.to_vec())).collect::<Vec<_>>(),
+            ));
+            self.config.past_runs.push(config::PastRuns {
+                recipient: fingerprint,
+                wrapped_key: recipient.wrap(&label, &bundle_key.0)?,
+                sealed: crate::crypto::aead::seal(
+                    &bundle_key,
+                    &crate::format::aad(config::PAST_RUNS_SEAL_KIND, &self.config.repo_id, &fingerprint),
+                    &plain,
+                )?,
+            });
+        }
         self.config.version += 1;
         write_config(self.backend.as_ref(), key, &self.config)?;
         self.recipients.push(recipient);
         Ok(())
+    }
+
+    /// Records a writer revocation in the config.
+    pub fn revoke(&mut self, key: &FullKey, r: config::Revocation) -> Result<()> {
+        key.root()?;
+        self.config.revoked.push(r);
+        self.config.version += 1;
+        write_config(self.backend.as_ref(), key, &self.config)
     }
 }
 
@@ -141,7 +176,7 @@ fn wrap_secrets(shared: &Shared, repo_id: &Id, to: &PublicKey) -> Result<Vec<u8>
 
 fn write_config(backend: &dyn Backend, key: &FullKey, config: &Config) -> Result<()> {
     let body = encode(config);
-    let signature = key.root.sign(config::SIGNED_TYPE, &body)?;
+    let signature = key.root()?.sign(config::SIGNED_TYPE, &body)?;
     backend
         .write(Kind::Config, "config", &encode(&Signed { body, signature }))
         .context("writing the repository config")

@@ -94,6 +94,10 @@ pub fn check(cache: &Cache, key: &SecretKey, repo: &Repository, listing: Option<
                 *e = (s.catalog.time, s.id);
             }
         }
+        // A snapshot seen before and refused now (its writer revoked, say)
+        // is there, and no longer counts: no rollback, and forgotten.
+        seen.newest
+            .retain(|_, (_, id)| !listing.refused.iter().any(|(name, _)| *name == id.to_hex()));
         for (host, (time, id)) in &seen.newest {
             let present = listing.snapshots.iter().any(|s| s.id == *id);
             let newer = now.get(host).is_some_and(|(t, _)| t >= time);

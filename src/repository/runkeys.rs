@@ -73,7 +73,7 @@ impl RunKeys {
         aead::open(self.key(kind), &blob_aad(kind, id, repo_id), sealed)
     }
 
-    fn secret_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
         let mut v = zeroize::Zeroizing::new(self.data.0.to_vec());
         v.extend_from_slice(&self.meta.0);
         v
@@ -168,6 +168,9 @@ pub struct Keyring<'a> {
     cache_key: SecretKey,
     envelopes: OnceLock<Result<Envelopes, String>>,
     runs: Mutex<HashMap<RunId, Slot>>,
+    /// The keys of runs made before this key was added as a recipient,
+    /// from the config (unwrapped once, when first needed).
+    past: OnceLock<HashMap<RunId, Zeroizing<Vec<u8>>>>,
 }
 
 impl<'a> Keyring<'a> {
@@ -180,6 +183,56 @@ impl<'a> Keyring<'a> {
             cache_key: derive_from(&der, "run-keys-cache"),
             envelopes: OnceLock::new(),
             runs: Mutex::new(HashMap::new()),
+            past: OnceLock::new(),
+        })
+    }
+
+    /// The keys of every run with one verified envelope that this key
+    /// opens, for wrapping them for a new recipient; a run whose keys
+    /// cannot be had is named in a warning and left out.
+    pub fn all_run_keys(&self) -> Result<Vec<(RunId, Zeroizing<Vec<u8>>)>> {
+        let runs: Vec<RunId> = self.envelopes()?.keys().copied().collect();
+        Ok(runs
+            .par_iter()
+            .filter_map(|r| match self.get(r) {
+                Ok(k) => Some((*r, k.secret_bytes())),
+                Err(e) => {
+                    crate::warn(&format!("the keys of run {r} are left out: {e:#}"));
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The past runs' keys the root-signed config holds for this key.
+    fn past(&self) -> &HashMap<RunId, Zeroizing<Vec<u8>>> {
+        self.past.get_or_init(|| {
+            let me = self.key.encryption.public().fingerprint();
+            let repo_id = self.repo.id();
+            let mut out = HashMap::new();
+            for p in self.repo.config.past_runs.iter().filter(|p| p.recipient == me) {
+                let mut label = crate::format::config::PAST_RUNS_LABEL.to_vec();
+                label.extend_from_slice(&repo_id.0);
+                let Some(key) = self
+                    .key
+                    .encryption
+                    .unwrap(&label, &p.wrapped_key)
+                    .ok()
+                    .and_then(|k| SecretKey::from_slice(&k))
+                else {
+                    crate::warn("the config's keys of past runs for this key do not open");
+                    continue;
+                };
+                let aad = aad(crate::format::config::PAST_RUNS_SEAL_KIND, &repo_id, &me);
+                let Some(plain) = aead::open(&key, &aad, &p.sealed).ok().map(Zeroizing::new) else {
+                    crate::warn("the config's keys of past runs for this key do not open");
+                    continue;
+                };
+                if let Ok(runs) = decode::<Vec<(RunId, Vec<u8>)>>(&plain, "the keys of past runs") {
+                    out.extend(runs.into_iter().map(|(r, k)| (r, Zeroizing::new(k))));
+                }
+            }
+            out
         })
     }
 
@@ -257,11 +310,16 @@ impl<'a> Keyring<'a> {
             None => bail!("no verified key envelope exists for run {run}"),
         };
         let me = self.key.encryption.public().fingerprint();
-        let wrapped = env
-            .wrapped
-            .iter()
-            .find(|w| w.recipient == me)
-            .ok_or_else(|| anyhow!("key envelope {env_id} of run {run} is not wrapped for this key"))?;
+        let Some(wrapped) = env.wrapped.iter().find(|w| w.recipient == me) else {
+            // A recipient added after the run: its keys are in the config.
+            if let Some(plain) = self.past().get(run)
+                && let Some(keys) = RunKeys::from_secret_bytes(*run, plain)
+            {
+                self.remember(run, CACHED_KEYS, env_id, plain);
+                return Ok(keys);
+            }
+            bail!("key envelope {env_id} of run {run} is not wrapped for this key");
+        };
         let label = run_keys_label(&self.repo.id(), run);
         let unwrapped = self
             .key

@@ -104,7 +104,7 @@ pub fn read(repo: &Repository, shared: &Shared, name: &str) -> Result<Snapshot> 
     )
     .map_err(|e| anyhow!("its catalog does not open: {e}"))?;
     let catalog: Catalog = decode(&plain, "the catalog")?;
-    if let SignedBy::Writer { host } = &signed_by
+    if let SignedBy::Writer { host, .. } = &signed_by
         && *host != catalog.host
     {
         bail!(
@@ -192,6 +192,26 @@ pub fn list_remembering(repo: &Repository, shared: &Shared, cache: &Cache) -> Re
     Ok(listing)
 }
 
+/// Why a snapshot no longer counts: its writer key was revoked before the
+/// time it claims. Earlier ones still count.
+fn revoked(repo: &Repository, s: &Snapshot) -> Option<anyhow::Error> {
+    let SignedBy::Writer { host, fingerprint } = &s.signed_by else {
+        return None;
+    };
+    let r = repo
+        .config
+        .revoked
+        .iter()
+        .filter(|r| r.covers(host, fingerprint) && s.catalog.time.sec >= r.at)
+        .min_by_key(|r| r.at)?;
+    Some(anyhow!(
+        "it is signed by the writer key {} of host {host}, revoked at {}, and is dated after that ({})",
+        &hex::encode(fingerprint)[..16],
+        crate::commands::format_time(&crate::format::Timestamp { sec: r.at, nsec: 0 }, false),
+        crate::commands::format_time(&s.catalog.time, false),
+    ))
+}
+
 fn list_with(repo: &Repository, read_one: impl Fn(&str) -> Result<Snapshot> + Sync) -> Result<Listing> {
     let names = repo.backend.list(Kind::Snapshots).context("listing snapshots")?;
     let results: Vec<(String, Result<Snapshot>)> = names
@@ -201,6 +221,10 @@ fn list_with(repo: &Repository, read_one: impl Fn(&str) -> Result<Snapshot> + Sy
     let mut snapshots = Vec::new();
     let mut refused = Vec::new();
     for (name, r) in results {
+        let r = r.and_then(|s| match revoked(repo, &s) {
+            Some(e) => Err(e),
+            None => Ok(s),
+        });
         match r {
             Ok(s) => snapshots.push(s),
             Err(e) => refused.push((name, e)),

@@ -12,7 +12,11 @@ use crate::keys::Key;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SignedBy {
     Root,
-    Writer { host: String },
+    /// A writer key of `host`, with the SHA-256 of its public key.
+    Writer {
+        host: String,
+        fingerprint: [u8; 32],
+    },
 }
 
 /// Verifies `signature` over `type_name ‖ body` under the root key, or under
@@ -43,7 +47,10 @@ pub fn verify(
                     c.host
                 );
             }
-            Ok(SignedBy::Writer { host: c.host })
+            Ok(SignedBy::Writer {
+                host: c.host,
+                fingerprint: writer.fingerprint(),
+            })
         }
     }
 }
@@ -87,10 +94,10 @@ pub struct RunSigner<'a> {
 }
 
 impl<'a> RunSigner<'a> {
-    pub fn of(key: &'a Key) -> RunSigner<'a> {
-        match key {
+    pub fn of(key: &'a Key) -> Result<RunSigner<'a>> {
+        Ok(match key {
             Key::Full(k) => RunSigner {
-                key: &k.root,
+                key: k.root()?,
                 signer: Signer::Root,
                 host: None,
             },
@@ -102,7 +109,7 @@ impl<'a> RunSigner<'a> {
                 }),
                 host: Some(k.host.clone()),
             },
-        }
+        })
     }
 
     /// The fingerprint run ids are bound to.

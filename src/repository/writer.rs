@@ -67,6 +67,23 @@ impl<'a> Writer<'a> {
     /// writes this run's key envelope.
     pub fn begin(repo: &'a Repository, key: &'a Key, cache: &Cache) -> Result<Writer<'a>> {
         let shared = key.shared();
+        if let Key::Writer(w) = key {
+            let fingerprint = w.signing.public().fingerprint();
+            if let Some(r) = repo
+                .config
+                .revoked
+                .iter()
+                .find(|r| r.covers(&w.host, &fingerprint))
+            {
+                return Err(anyhow::anyhow!(
+                    "this writer key ({} of host {}) was revoked at {}: it can back up no more; ask for a new one \
+                     (`strongroom key export-writer` with the full key)",
+                    &hex::encode(fingerprint)[..16],
+                    w.host,
+                    crate::commands::format_time(&crate::format::Timestamp { sec: r.at, nsec: 0 }, false)
+                ));
+            }
+        }
         let mut index = Index::load(repo.backend.as_ref(), &shared.subkeys, &repo.id(), cache)?;
         let listed: HashMap<Id, u64> = crate::repository::packs::listed(repo.backend.as_ref())?;
         let recovered = recover_unindexed(repo, key, &mut index, &listed);
@@ -82,7 +99,7 @@ impl<'a> Writer<'a> {
         if !recovered.is_empty() {
             index::write_index_file(repo.backend.as_ref(), &shared.subkeys, &repo.id(), recovered)?;
         }
-        let signer = RunSigner::of(key);
+        let signer = RunSigner::of(key)?;
         let run = RunKeys::new(&signer.fingerprint())?;
         run.write_envelope(repo, &signer)?;
         Ok(Writer {

@@ -376,11 +376,14 @@ mod tests {
         let p = plan(files(), &[1, 3], MaxUnused::Percent(5.0)).unwrap();
         assert_eq!(p.count(Fate::Repack), 2);
         assert_eq!(p.unused_after, 0);
-        // 40 % tolerates 93: the most wasteful (pack 2, half unused) goes.
-        let p = plan(files(), &[1, 3], MaxUnused::Percent(40.0)).unwrap();
+        // 20 % tolerates 35: the most wasteful (pack 2, half unused) goes.
+        let p = plan(files(), &[1, 3], MaxUnused::Percent(20.0)).unwrap();
         assert_eq!(p.packs[&id(102)].fate, Fate::Repack);
         assert_eq!(p.packs[&id(101)].fate, Fate::Keep);
         assert_eq!(p.unused_after, 10);
+        // 40 % tolerates 93: nothing.
+        let p = plan(files(), &[1, 3], MaxUnused::Percent(40.0)).unwrap();
+        assert_eq!(p.count(Fate::Repack), 0);
         let p = plan(files(), &[1, 3], MaxUnused::Unlimited).unwrap();
         assert_eq!(p.count(Fate::Repack), 0);
     }
