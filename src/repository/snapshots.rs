@@ -192,6 +192,20 @@ pub fn list_remembering(repo: &Repository, shared: &Shared, cache: &Cache) -> Re
     Ok(listing)
 }
 
+/// The refusal of a snapshot whose writer key was revoked before the time
+/// it claims: it is genuine, and no longer counts (prune does not wait
+/// for it).
+#[derive(Debug)]
+pub struct Revoked(pub String);
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Revoked {}
+
 /// Why a snapshot no longer counts: its writer key was revoked before the
 /// time it claims. Earlier ones still count.
 fn revoked(repo: &Repository, s: &Snapshot) -> Option<anyhow::Error> {
@@ -204,12 +218,12 @@ fn revoked(repo: &Repository, s: &Snapshot) -> Option<anyhow::Error> {
         .iter()
         .filter(|r| r.covers(host, fingerprint) && s.catalog.time.sec >= r.at)
         .min_by_key(|r| r.at)?;
-    Some(anyhow!(
+    Some(anyhow::Error::new(Revoked(format!(
         "it is signed by the writer key {} of host {host}, revoked at {}, and is dated after that ({})",
         &hex::encode(fingerprint)[..16],
         crate::commands::format_time(&crate::format::Timestamp { sec: r.at, nsec: 0 }, false),
         crate::commands::format_time(&s.catalog.time, false),
-    ))
+    ))))
 }
 
 fn list_with(repo: &Repository, read_one: impl Fn(&str) -> Result<Snapshot> + Sync) -> Result<Listing> {

@@ -133,11 +133,18 @@ pub fn prune(reader: &Reader, listing: &Listing, opts: &Options, say: &dyn Fn(&s
     let backend = repo.backend.as_ref();
     let subkeys = &reader.key.shared.subkeys;
     let repo_id = repo.id();
-    if let Some((name, e)) = listing.refused.first() {
+    // A snapshot of a revoked writer is genuine and no longer counts; any
+    // other refusal may hide data still needed.
+    let refused: Vec<&(String, anyhow::Error)> = listing
+        .refused
+        .iter()
+        .filter(|(_, e)| !e.is::<super::snapshots::Revoked>())
+        .collect();
+    if let Some((name, e)) = refused.first() {
         bail!(
             "snapshot {name} cannot be verified ({e:#}), and its data may still be needed: prune deletes nothing \
              while a snapshot is refused ({} in all; `strongroom check` names them)",
-            listing.refused.len()
+            refused.len()
         );
     }
     let mut summary = Summary {
