@@ -82,6 +82,12 @@ pub enum Command {
     Prune(PruneArgs),
     /// Replicate snapshots, verbatim, to a second repository of the same key
     Copy(CopyArgs),
+    /// Show the paths added, removed and changed between two snapshots
+    Diff(DiffArgs),
+    /// Find which snapshots hold a path matching a glob, newest first
+    Find(FindArgs),
+    /// Show sizes: logical, unique, stored, and what deduplication saves
+    Stats,
     /// Show every snapshot as a read-only directory (FUSE), in the foreground
     Mount(MountArgs),
     /// The certificate authority of the strongroom server
@@ -448,6 +454,28 @@ pub struct PruneArgs {
     /// Show what would be removed and repacked, and change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot (latest, an id or a prefix)
+    pub first: String,
+    /// The newer snapshot
+    pub second: String,
+    /// With `latest`: that host's newest
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Glob patterns: one without `/` matches a name anywhere, one with `/`
+    /// the whole path (`*` stays within a name, `**` crosses directories)
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@ mod backup;
 pub mod ca;
 mod check;
 mod copy;
+mod explore;
 mod forget;
 mod init;
 mod key;
@@ -139,6 +140,9 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Copy(a) => copy::run(&ctx, a),
+        Command::Diff(a) => explore::run_diff(&ctx, a),
+        Command::Find(a) => explore::run_find(&ctx, a),
+        Command::Stats => explore::run_stats(&ctx),
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Ca(c) => ca::run(&ctx, &c),
         Command::Server(c) => server::run(&ctx, c),

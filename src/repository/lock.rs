@@ -151,7 +151,10 @@ fn is_refused(e: &anyhow::Error) -> bool {
 
 /// Whether a lock's purpose only reads the repository.
 fn purpose_only_reads(purpose: &str) -> bool {
-    matches!(purpose, "restore" | "check" | "mount" | "copy")
+    matches!(
+        purpose,
+        "restore" | "check" | "mount" | "copy" | "diff" | "find" | "stats"
+    )
 }
 
 /// Takes a lock, or says who holds the one in the way.
