@@ -186,6 +186,10 @@ fn a_writer_key_copies_everything_and_a_damaged_object_is_named_not_propagated()
     );
     let summary: serde_json::Value = serde_json::from_str(r.stdout().lines().next().unwrap()).unwrap();
     assert_eq!(summary["damaged"].as_array().unwrap().len(), 1);
+    // Nor the index or snapshots that would name it: the copy stays sound.
+    assert!(util::files_under(&other.join("snapshots")).is_empty());
+    assert!(util::files_under(&other.join("index")).is_empty());
+    on(&env, other.to_str().unwrap(), &env.keys.full, &["check"]).ok();
     // The copy made before the damage still restores everything.
     for (state, id) in &gens {
         let target = env.path(&format!("out-{id}"));

@@ -148,6 +148,15 @@ fn prune_waits_for_no_one_refuses_writers_and_a_dry_run_changes_nothing() {
 
 #[test]
 fn a_writers_unsound_copies_of_referenced_blobs_never_replace_the_sound_ones() {
+    unsound_copies(true);
+}
+
+#[test]
+fn a_writers_unsound_copies_in_a_pack_no_index_names_never_replace_the_sound_ones() {
+    unsound_copies(false);
+}
+
+fn unsound_copies(indexed: bool) {
     use strongroom::format::BlobKind;
     use strongroom::format::index::PackEntries;
     use strongroom::repository::index;
@@ -185,8 +194,10 @@ fn a_writers_unsound_copies_of_referenced_blobs_never_replace_the_sound_ones() {
     backend
         .write(strongroom::backend::Kind::Packs, &fake.id.to_hex(), &fake.bytes)
         .unwrap();
-    index::write_index_file(backend.as_ref(), subkeys, &repo.id(), vec![fake.entries.clone()]).unwrap();
-    env.run(&["check", "--read-data"]).fails(1);
+    if indexed {
+        index::write_index_file(backend.as_ref(), subkeys, &repo.id(), vec![fake.entries.clone()]).unwrap();
+        env.run(&["check", "--read-data"]).fails(1);
+    }
 
     let r = env.run(&["--json", "prune"]).ok();
     assert!(
@@ -308,4 +319,39 @@ fn prune_on_s3() {
 #[test]
 fn prune_on_the_strongroom_server() {
     remote_prune(&Env::https("admin"));
+}
+
+#[test]
+fn an_index_file_that_lies_about_a_packs_size_gets_the_pack_neither_deleted_nor_trusted() {
+    use strongroom::format::index::PackEntries;
+    use strongroom::repository::index;
+
+    let env = Env::new();
+    env.init();
+    let (src, gens) = history(&env);
+    // A writer names every pack again, one byte longer and holding nothing.
+    let key = strongroom::keys::load(&env.keys.writer, &Default::default()).unwrap();
+    let backend = Arc::new(strongroom::backend::local::Local::new(env.repo()));
+    let repo = Repository::open(backend.clone(), key.shared()).unwrap();
+    let lies: Vec<PackEntries> = env
+        .repo_objects("packs")
+        .iter()
+        .map(|p| PackEntries {
+            pack: strongroom::format::Id::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap(),
+            size: std::fs::metadata(p).unwrap().len() + 1,
+            blobs: Vec::new(),
+        })
+        .collect();
+    let packs_before = env.repo_objects("packs");
+    index::write_index_file(backend.as_ref(), &key.shared().subkeys, &repo.id(), lies).unwrap();
+
+    // No copy is chosen from a pack whose size is in dispute: the blobs are
+    // then nowhere intact, and prune stops before deleting anything.
+    let r = env.run(&["forget", "--keep-last", "1", "--prune"]).fails(1);
+    assert!(r.stderr().contains("prune deletes nothing"), "{}", r.stderr());
+    assert_eq!(env.repo_objects("packs"), packs_before, "no pack deleted");
+    env.run(&["repair", "index"]).ok();
+    env.run(&["prune"]).ok();
+    env.run(&["check", "--read-data"]).ok();
+    restores_as(&env, &gens[2].1, &src, &gens[2].0);
 }

@@ -205,8 +205,8 @@ fn a_recovery_key_made_elsewhere_restores_the_oldest_and_newest_snapshots_once_t
 
 /// A snapshot signed with the writer key by a host that ignores its
 /// revocation (the library, with the revocations dropped from the config
-/// it read), dated now.
-fn snapshot_ignoring_revocation(env: &Env) -> String {
+/// it read), dated `time`.
+fn snapshot_ignoring_revocation(env: &Env, time: Timestamp) -> String {
     let key = strongroom::keys::load(&env.keys.writer, &Default::default()).unwrap();
     let backend = Arc::new(strongroom::backend::local::Local::new(env.repo()));
     let mut repo = Repository::open(backend, key.shared()).unwrap();
@@ -222,11 +222,10 @@ fn snapshot_ignoring_revocation(env: &Env) -> String {
             }),
         )
         .unwrap();
-    let now = Timestamp::now();
     let (id, _) = writer
         .finish(Catalog {
-            time: now,
-            started: now,
+            time,
+            started: time,
             host: "writer-host".into(),
             paths: vec![b"/etc".to_vec()],
             tags: Vec::new(),
@@ -239,7 +238,7 @@ fn snapshot_ignoring_revocation(env: &Env) -> String {
 }
 
 #[test]
-fn a_revoked_writers_later_snapshots_are_refused_its_earlier_ones_count_and_it_backs_up_no_more() {
+fn a_revoked_writers_snapshots_made_later_are_refused_however_dated_and_it_backs_up_no_more() {
     let env = Env::new();
     env.init();
     let src = util::sample(&env);
@@ -249,8 +248,8 @@ fn a_revoked_writers_later_snapshots_are_refused_its_earlier_ones_count_and_it_b
         .ok()
         .json();
     let earlier = earlier["snapshot_id"].as_str().unwrap().to_string();
-    // Made before the revocation, but dated an hour after it.
-    let later_time = jiff_like(Timestamp::now().sec + 3600);
+    // Made before the revocation, dated an hour after it: it was there.
+    let later_time = rfc3339(Timestamp::now().sec + 3600);
     let later = env
         .writer(&["--json", "backup", "--time", &later_time, s])
         .ok()
@@ -267,27 +266,11 @@ fn a_revoked_writers_later_snapshots_are_refused_its_earlier_ones_count_and_it_b
 
     let r = env.writer(&["key", "revoke-writer", "writer-host"]).fails(2);
     assert!(r.stderr().contains("writer key"), "{}", r.stderr());
-    env.run(&["key", "revoke-writer", &fingerprint[..12]]).ok();
-
-    let snaps = env.run(&["--json", "snapshots"]);
-    let ids: Vec<String> = snaps
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        ids,
-        vec![earlier.clone()],
-        "the earlier snapshot still counts, the later one does not"
-    );
-    assert!(
-        snaps.stderr().contains(&later) && snaps.stderr().contains("revoked at"),
-        "refused with a warning: {}",
-        snaps.stderr()
-    );
-    env.restore_matches(&earlier, &src);
+    let rev = env
+        .run(&["--json", "key", "revoke-writer", &fingerprint[..12]])
+        .ok()
+        .json();
+    assert_eq!(rev["kept_snapshots"], 2, "{rev}");
 
     let r = env.writer(&["backup", s]).fails(1);
     assert!(
@@ -295,18 +278,41 @@ fn a_revoked_writers_later_snapshots_are_refused_its_earlier_ones_count_and_it_b
         "{}",
         r.stderr()
     );
-    // A host that ignores the revocation signs with its real key: refused.
-    let forged = snapshot_ignoring_revocation(&env);
+    // A host that ignores the revocation signs with its real key: refused,
+    // dated now or dated long before the revocation.
+    let forged_now = snapshot_ignoring_revocation(&env, Timestamp::now());
+    let forged_old = snapshot_ignoring_revocation(
+        &env,
+        Timestamp {
+            sec: 1_700_000_000,
+            nsec: 0,
+        },
+    );
     let snaps = env.run(&["--json", "snapshots"]);
-    assert_eq!(snaps.json().as_array().unwrap().len(), 1);
-    assert!(snaps.stderr().contains(&forged), "{}", snaps.stderr());
-    let r = env.run(&["restore", &forged, "--target", "out"]).fails(1);
+    let mut ids: Vec<String> = snaps
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![earlier.clone(), later.clone()];
+    want.sort();
+    assert_eq!(ids, want, "what was there at the revocation still counts");
+    for f in [&forged_now, &forged_old] {
+        assert!(
+            snaps.stderr().contains(f.as_str()) && snaps.stderr().contains("was not there then"),
+            "refused with a warning: {}",
+            snaps.stderr()
+        );
+    }
+    let r = env.run(&["restore", &forged_old, "--target", "out"]).fails(1);
     assert!(r.stderr().contains("revoked at"), "{}", r.stderr());
-
-    // Refused for its revoked writer, a snapshot holds up no prune; what
-    // still counts restores after it.
-    env.run(&["prune"]).ok();
     env.restore_matches(&earlier, &src);
+    // Refused for its revoked writer, a snapshot holds up no prune.
+    env.run(&["prune"]).ok();
+    env.restore_matches(&later, &src);
 
     let listed = env.run(&["--json", "key", "list"]).ok().json();
     assert_eq!(listed["writers"][0]["revoked"], true, "{listed}");
@@ -317,10 +323,35 @@ fn a_revoked_writers_later_snapshots_are_refused_its_earlier_ones_count_and_it_b
         text.contains("REVOKED") && text.contains("revocations:"),
         "{text}"
     );
+
+    // Revoking a host covers the keys certified until then; one certified
+    // afterwards (in a later second) is a new key, and backs up.
+    env.run(&["key", "revoke-writer", "writer-host"]).ok();
+    let revoked_at = Timestamp::now().sec;
+    while Timestamp::now().sec <= revoked_at {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let fresh = env.path("fresh-writer.key");
+    env.run(&[
+        "key",
+        "export-writer",
+        "--host",
+        "writer-host",
+        "--no-passphrase",
+        "--bits",
+        "3072",
+        "--out",
+        fresh.to_str().unwrap(),
+    ])
+    .ok();
+    let again = env.run_with(&fresh, &["--json", "backup", s]).ok().json();
+    let again = again["snapshot_id"].as_str().unwrap();
+    let ids = env.snapshots();
+    assert!(ids.as_array().unwrap().iter().any(|s| s["id"] == again), "{ids}");
 }
 
 /// RFC 3339 of a Unix time, UTC.
-fn jiff_like(t: i64) -> String {
+fn rfc3339(t: i64) -> String {
     let out = std::process::Command::new("date")
         .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"])
         .output()

@@ -94,10 +94,13 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         )));
     }
     let dst = destination(&src, shared, dst_backend)?;
-    let _dst_lock = lock::acquire(&dst, &shared.subkeys, &cache, false, "copy")?;
+    let _dst_lock = lock::acquire(&dst, &shared.subkeys, &cache, false, "copy-to")?;
 
+    let mut already_damaged = Vec::new();
     let want = if a.snapshots.is_empty() {
-        everything(&src)?
+        let (w, d) = everything(&src, shared)?;
+        already_damaged = d;
+        w
     } else {
         let Key::Full(full) = &key else {
             return Err(Exit::usage(
@@ -113,6 +116,10 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         to: dst.backend.location(),
         ..Summary::default()
     };
+    for d in &already_damaged {
+        crate::warn(&format!("{d}: not copied"));
+    }
+    summary.damaged = already_damaged;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(PARALLEL)
         .build()
@@ -124,35 +131,34 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<()> {
     let mut failed: Vec<String> = Vec::new();
     let snapshot_names: BTreeSet<String> = chosen.iter().map(|s| s.id.to_hex()).collect();
     crate::progress::run(show, line, || -> Result<()> {
-        for (kind, names) in [
-            (Kind::Keys, &want.keys),
-            (Kind::Packs, &want.packs),
-            (Kind::Index, &want.index),
-        ] {
+        for (kind, names) in [(Kind::Keys, &want.keys), (Kind::Packs, &want.packs)] {
             let (tally, damaged, errors) = pool.install(|| copy_kind(&src, &dst, kind, names, &done))?;
             *tally_of(&mut summary, kind) = tally;
             summary.damaged.extend(damaged);
             failed.extend(errors);
         }
+        // The index and the snapshots only once every pack they name is
+        // in place: the copy keeps its last good state meanwhile.
+        if !failed.is_empty() || !summary.damaged.is_empty() {
+            return Ok(());
+        }
+        let (tally, damaged, errors) =
+            pool.install(|| copy_kind(&src, &dst, Kind::Index, &want.index, &done))?;
+        summary.index = tally;
+        summary.damaged.extend(damaged);
+        failed.extend(errors);
         // Index entries written for the packs a chosen-snapshot copy
         // brought (their source index files also name packs left behind).
-        if !want.new_index.is_empty() {
-            for chunk in want
-                .new_index
-                .chunks(crate::repository::writer::PACKS_PER_INDEX_FILE)
-            {
-                let id = index::write_index_file(
-                    dst.backend.as_ref(),
-                    &shared.subkeys,
-                    &dst.id(),
-                    chunk.to_vec(),
-                )?;
-                summary.index.copied += 1;
-                summary.index.bytes_copied += dst.backend.stat(Kind::Index, &id.to_hex()).unwrap_or(0);
-            }
+        for chunk in want
+            .new_index
+            .chunks(crate::repository::writer::PACKS_PER_INDEX_FILE)
+        {
+            let id =
+                index::write_index_file(dst.backend.as_ref(), &shared.subkeys, &dst.id(), chunk.to_vec())?;
+            summary.index.copied += 1;
+            summary.index.bytes_copied += dst.backend.stat(Kind::Index, &id.to_hex()).unwrap_or(0);
         }
-        if !failed.is_empty() {
-            // A snapshot copied now could point at data not there yet.
+        if !failed.is_empty() || !summary.damaged.is_empty() {
             return Ok(());
         }
         let (tally, damaged, errors) =
@@ -194,8 +200,9 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<()> {
     }
     if let Some(first) = summary.damaged.first() {
         bail!(
-            "{} source object(s) are damaged and were not copied (the first: {first}); `strongroom check` on the \
-             source names what they hold",
+            "{} source object(s) are damaged and were not copied, nor the index and snapshots that would name them \
+             (the first: {first}); the copy keeps its last good state: `strongroom check` and `strongroom repair \
+             index` on the source, then copy again",
             summary.damaged.len()
         );
     }
@@ -263,15 +270,50 @@ fn names(backend: &dyn Backend, kind: Kind) -> Result<BTreeSet<String>> {
         .collect())
 }
 
-/// Every envelope, pack and index file of the source.
-fn everything(src: &Repository) -> Result<Wanted> {
+/// Every envelope and index file of the source, and every pack its index
+/// names (a pack no index names, an interrupted backup's, is not needed).
+/// Returns too what is damaged already: an index file that does not open,
+/// a pack of another size than recorded.
+fn everything(src: &Repository, shared: &Shared) -> Result<(Wanted, Vec<String>)> {
     let b = src.backend.as_ref();
-    Ok(Wanted {
-        keys: names(b, Kind::Keys)?,
-        packs: names(b, Kind::Packs)?,
-        index: names(b, Kind::Index)?,
-        new_index: Vec::new(),
-    })
+    let index_names = names(b, Kind::Index)?;
+    let files = index::read_index_files(
+        b,
+        &shared.subkeys,
+        &src.id(),
+        &index_names.iter().collect::<Vec<_>>(),
+    );
+    let mut damaged: Vec<String> = files
+        .unreadable
+        .iter()
+        .map(|(n, e)| format!("{}: {e:#}", Kind::Index.path(n)))
+        .collect();
+    let listed = packs::listed(b)?;
+    let mut wanted_packs = BTreeSet::new();
+    for p in &files.packs {
+        match listed.get(&p.pack) {
+            Some(size) if *size == p.size => {
+                wanted_packs.insert(p.pack.to_hex());
+            }
+            Some(size) => damaged.push(format!(
+                "{}: it is {size} bytes, the index records {}",
+                Kind::Packs.path(&p.pack.to_hex()),
+                p.size
+            )),
+            None => damaged.push(format!("{}: it is missing", Kind::Packs.path(&p.pack.to_hex()))),
+        }
+    }
+    damaged.sort();
+    damaged.dedup();
+    Ok((
+        Wanted {
+            keys: names(b, Kind::Keys)?,
+            packs: wanted_packs,
+            index: index_names,
+            new_index: Vec::new(),
+        },
+        damaged,
+    ))
 }
 
 /// What the chosen snapshots need: the packs holding their blobs, the
@@ -290,16 +332,31 @@ fn needed_by(reader: &Reader, dst: &Repository, chosen: &[&Snapshot]) -> Result<
     };
     let mut packs_needed: HashSet<Id> = HashSet::new();
     for (id, kind) in &used {
-        let loc = reader
+        let locs: Vec<_> = reader
             .index
-            .find_location(id, |l| l.entry.kind == *kind && live(&l.pack))
-            .ok_or_else(|| {
-                anyhow!(
-                    "{} blob {id} of the chosen snapshots is in no pack of the source that exists intact: \
-                     `strongroom check` on the source names what is lost",
-                    prune::plan::kind_name(*kind)
-                )
-            })?;
+            .locations(id)
+            .into_iter()
+            .filter(|l| l.entry.kind == *kind && live(&l.pack))
+            .collect();
+        // Of several copies (one may be a forged index entry), the first
+        // that opens and matches its id.
+        let chosen = match locs.as_slice() {
+            [one] => Some(*one),
+            many => many.iter().copied().find(|l| {
+                reader
+                    .read_span(&[*l])
+                    .ok()
+                    .and_then(|span| span.sealed(l).map(|b| reader.open_blob(l, b, true).is_ok()))
+                    .unwrap_or(false)
+            }),
+        };
+        let loc = chosen.ok_or_else(|| {
+            anyhow!(
+                "{} blob {id} of the chosen snapshots is in no pack of the source that exists intact: \
+                 `strongroom check` on the source names what is lost",
+                prune::plan::kind_name(*kind)
+            )
+        })?;
         packs_needed.insert(loc.pack);
     }
     let mut entries: HashMap<Id, PackEntries> = HashMap::new();

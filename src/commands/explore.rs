@@ -44,6 +44,17 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Entries a command visits at most: trees are shared, so hostile ones can
+/// name one directory from two places at every level and make a walk
+/// without memory exponential; this bounds it with one sentence.
+const MAX_VISITS: u64 = 100_000_000;
+/// Matches `find` keeps at most.
+const MAX_MATCHES: usize = 20_000_000;
+
+thread_local! {
+    static VISITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 fn tree_nodes(reader: &Reader, tree: Option<Id>, path: &[u8], depth: usize) -> Result<Vec<Node>> {
     if depth > MAX_DEPTH {
         return Err(anyhow::anyhow!(
@@ -51,18 +62,28 @@ fn tree_nodes(reader: &Reader, tree: Option<Id>, path: &[u8], depth: usize) -> R
             escape::bytes(path)
         ));
     }
-    match tree {
-        Some(t) => Ok(reader
-            .read_tree(&t)
-            .with_context(|| {
-                format!(
-                    "reading directory {}",
-                    escape::bytes(if path.is_empty() { b"/" } else { path })
-                )
-            })?
-            .nodes),
-        None => Ok(Vec::new()),
+    let Some(t) = tree else {
+        return Ok(Vec::new());
+    };
+    let nodes = reader
+        .read_tree(&t)
+        .with_context(|| {
+            format!(
+                "reading directory {}",
+                escape::bytes(if path.is_empty() { b"/" } else { path })
+            )
+        })?
+        .nodes;
+    let visits = VISITS.with(|v| {
+        v.set(v.get().saturating_add(1 + nodes.len() as u64));
+        v.get()
+    });
+    if visits > MAX_VISITS {
+        return Err(anyhow::anyhow!(
+            "more than {MAX_VISITS} entries visited: the trees are too large to walk here, or hostile"
+        ));
     }
+    Ok(nodes)
 }
 
 // ---------------------------------------------------------------- diff
@@ -134,11 +155,17 @@ impl Diff {
         };
         if added {
             self.summary.added += 1;
-            self.summary.bytes_added += node.size * (node.kind == NodeKind::File) as u64;
+            self.summary.bytes_added = self
+                .summary
+                .bytes_added
+                .saturating_add(node.size * (node.kind == NodeKind::File) as u64);
             self.added.push(c);
         } else {
             self.summary.removed += 1;
-            self.summary.bytes_removed += node.size * (node.kind == NodeKind::File) as u64;
+            self.summary.bytes_removed = self
+                .summary
+                .bytes_removed
+                .saturating_add(node.size * (node.kind == NodeKind::File) as u64);
             self.removed.push(c);
         }
         if node.kind == NodeKind::Dir {
@@ -296,6 +323,11 @@ struct Finder<'a> {
     /// paths relative to it: the same tree in another snapshot, or at
     /// another place, costs nothing.
     memo: HashMap<Id, Arc<Matches>>,
+    /// Of whole-path walks: the matches under a tree at a path (the same
+    /// tree at the same place, night after night, is walked once).
+    path_memo: HashMap<(Id, Vec<u8>), Arc<Matches>>,
+    /// Matches held in the memos.
+    stored: usize,
 }
 
 impl Finder<'_> {
@@ -324,29 +356,42 @@ impl Finder<'_> {
                 }
             }
         }
+        self.keep(out.len())?;
         let out = Arc::new(out);
         self.memo.insert(tree, out.clone());
         Ok(out)
     }
 
+    fn keep(&mut self, n: usize) -> Result<()> {
+        self.stored += n;
+        if self.stored > MAX_MATCHES {
+            return Err(Exit::usage(format!(
+                "more than {MAX_MATCHES} matches: narrow the patterns (or the trees are hostile)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Whole-path matches under a tree at `path`.
-    fn by_path(
-        &self,
-        tree: Option<Id>,
-        path: &[u8],
-        depth: usize,
-        out: &mut Vec<(Vec<u8>, Found)>,
-    ) -> Result<()> {
-        for n in tree_nodes(self.reader, tree, path, depth)? {
+    fn by_path(&mut self, tree: Id, path: &[u8], depth: usize) -> Result<Arc<Matches>> {
+        let key = (tree, path.to_vec());
+        if let Some(m) = self.path_memo.get(&key) {
+            return Ok(m.clone());
+        }
+        let mut out = Vec::new();
+        for n in tree_nodes(self.reader, Some(tree), path, depth)? {
             let p = join(path, &n.name);
             if self.paths.is_match(Path::new(OsStr::from_bytes(&p))) {
                 out.push((p.clone(), Self::found(&p, &n)));
             }
-            if n.kind == NodeKind::Dir {
-                self.by_path(n.subtree, &p, depth + 1, out)?;
+            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                out.extend(self.by_path(sub, &p, depth + 1)?.iter().cloned());
             }
         }
-        Ok(())
+        self.keep(out.len())?;
+        let out = Arc::new(out);
+        self.path_memo.insert(key, out.clone());
+        Ok(out)
     }
 }
 
@@ -380,6 +425,8 @@ pub fn run_find(ctx: &Ctx, a: FindArgs) -> Result<()> {
         names: names.build().context("building the patterns")?,
         paths: paths.build().context("building the patterns")?,
         memo: HashMap::new(),
+        path_memo: HashMap::new(),
+        stored: 0,
     };
     let mut results = Vec::new();
     for s in listing
@@ -402,7 +449,7 @@ pub fn run_find(ctx: &Ctx, a: FindArgs) -> Result<()> {
             }
         }
         if any_path {
-            finder.by_path(Some(s.catalog.tree), b"", 0, &mut found)?;
+            found.extend(finder.by_path(s.catalog.tree, b"", 0)?.iter().cloned());
         }
         if found.is_empty() {
             continue;
@@ -470,15 +517,15 @@ fn totals(
                 t.dirs += 1;
                 if let Some(sub) = n.subtree {
                     let s = totals(reader, sub, depth + 1, memo, blobs)?;
-                    t.files += s.files;
-                    t.dirs += s.dirs;
-                    t.bytes += s.bytes;
+                    t.files = t.files.saturating_add(s.files);
+                    t.dirs = t.dirs.saturating_add(s.dirs);
+                    t.bytes = t.bytes.saturating_add(s.bytes);
                 }
             }
             _ => {
-                t.files += 1;
+                t.files = t.files.saturating_add(1);
                 if n.kind == NodeKind::File {
-                    t.bytes += n.size;
+                    t.bytes = t.bytes.saturating_add(n.size);
                 }
                 for e in &n.content {
                     if let Extent::Data { id, .. } = e {
@@ -525,15 +572,15 @@ pub fn run_stats(ctx: &Ctx) -> Result<()> {
         let mut sum = Totals::default();
         for s in &listing.snapshots {
             let t = totals(&reader, s.catalog.tree, 0, &mut memo, &mut blobs)?;
-            sum.files += t.files;
-            sum.dirs += t.dirs;
-            sum.bytes += t.bytes;
+            sum.files = sum.files.saturating_add(t.files);
+            sum.dirs = sum.dirs.saturating_add(t.dirs);
+            sum.bytes = sum.bytes.saturating_add(t.bytes);
         }
         let (mut raw, mut sealed) = (0u64, 0u64);
         for (id, kind) in &blobs {
             if let Some(l) = reader.index.find_location(id, |l| l.entry.kind == *kind) {
-                raw += l.entry.raw_length as u64;
-                sealed += l.entry.length as u64;
+                raw = raw.saturating_add(l.entry.raw_length as u64);
+                sealed = sealed.saturating_add(l.entry.length as u64);
             }
         }
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };

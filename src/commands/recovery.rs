@@ -25,7 +25,9 @@ use crate::format::envelope::{Signer, WriterCertificate};
 use crate::format::{Timestamp, decode};
 use crate::keys::{self, Key, Shared};
 use crate::repository::Repository;
+use crate::repository::rollback;
 use crate::repository::runkeys::{self, Keyring};
+use crate::repository::trust::SignedBy;
 
 use super::key::PUBLIC_MAGIC;
 use super::{Ctx, format_time};
@@ -56,8 +58,21 @@ pub fn add_recipient(ctx: &Ctx, public_key_file: &Path) -> Result<()> {
     let fingerprint = recipient.fingerprint();
     let mut repo = ctx.open(&loaded)?;
     let cache = ctx.cache();
-    // The keys of every run so far, for the new recipient.
-    let past = Keyring::new(&repo, key, &cache)?.all_run_keys()?;
+    rollback::refuse_older_config(&cache, &key.shared.subkeys.cache, &repo)?;
+    // The keys of every run so far that the index or a snapshot names (an
+    // envelope alone opens nothing), for the new recipient.
+    let listing = ctx.list_snapshots(&repo, &key.shared, &cache)?;
+    let mut runs: std::collections::HashSet<crate::format::RunId> =
+        listing.snapshots.iter().map(|s| s.run).collect();
+    let index = crate::repository::index::Index::load(
+        repo.backend.as_ref(),
+        &key.shared.subkeys,
+        &repo.id(),
+        &cache,
+    )?;
+    runs.extend(index.blobs().map(|l| l.entry.run));
+    drop(index);
+    let past = Keyring::new(&repo, key, &cache)?.run_keys(&runs)?;
     repo.add_recipient(key, recipient, &past)?;
     if ctx.global.json {
         super::print_json(&serde_json::json!({
@@ -161,6 +176,8 @@ pub fn recover(ctx: &Ctx, public: &Path, out: &Path, passphrase: Option<&[u8]>) 
 /// A writer key seen in the repository's key envelopes.
 struct Seen {
     host: String,
+    /// When the root certified it.
+    certified: i64,
     runs: usize,
     first: i64,
     last: i64,
@@ -169,7 +186,7 @@ struct Seen {
 /// Every writer key that signed a run's envelope, by fingerprint.
 fn writers(repo: &Repository, root: &PublicKey) -> Result<BTreeMap<[u8; 32], Seen>> {
     let names = repo.backend.list(Kind::Keys).context("listing key envelopes")?;
-    let found: Vec<(String, [u8; 32], i64)> = names
+    let found: Vec<(String, [u8; 32], i64, i64)> = names
         .par_iter()
         .filter_map(|l| {
             let (_, env) = runkeys::read_envelope(repo, root, &l.name).ok()?;
@@ -177,13 +194,19 @@ fn writers(repo: &Repository, root: &PublicKey) -> Result<BTreeMap<[u8; 32], See
                 return None;
             };
             let c: WriterCertificate = decode(&cert.body, "a writer certificate").ok()?;
-            Some((c.host, crate::crypto::sha256(&c.public_key), env.created))
+            Some((
+                c.host,
+                crate::crypto::sha256(&c.public_key),
+                c.created,
+                env.created,
+            ))
         })
         .collect();
     let mut out: BTreeMap<[u8; 32], Seen> = BTreeMap::new();
-    for (host, fp, t) in found {
+    for (host, fp, certified, t) in found {
         let s = out.entry(fp).or_insert(Seen {
             host,
+            certified,
             runs: 0,
             first: t,
             last: t,
@@ -199,6 +222,10 @@ pub fn revoke_writer(ctx: &Ctx, spec: &str) -> Result<()> {
     let key = ctx.load_key()?.into_full("revoke a writer")?;
     key.root()?;
     let mut repo = Repository::open(ctx.backend(&key.shared)?, &key.shared)?;
+    let cache = ctx.cache();
+    let _lock = crate::repository::lock::acquire(&repo, &key.shared.subkeys, &cache, false, "revoke-writer")?;
+    let listing = ctx.verify_snapshots(&repo, &key.shared, &cache)?;
+    rollback::refuse_older_config(&cache, &key.shared.subkeys.cache, &repo)?;
     let seen = writers(&repo, &key.shared.root_public)?;
     let spec_lower = spec.to_ascii_lowercase();
     let by_fingerprint: Vec<(&[u8; 32], &Seen)> =
@@ -214,6 +241,7 @@ pub fn revoke_writer(ctx: &Ctx, spec: &str) -> Result<()> {
             host: s.host.clone(),
             writer: Some(**fp),
             at: Timestamp::now().sec,
+            kept: Vec::new(),
         },
         [_, _, ..] => {
             return Err(Exit::usage(format!(
@@ -231,9 +259,27 @@ pub fn revoke_writer(ctx: &Ctx, spec: &str) -> Result<()> {
                 host: spec.to_string(),
                 writer: None,
                 at: Timestamp::now().sec,
+                kept: Vec::new(),
             }
         }
     };
+    // Its snapshots there now, each verified, are the ones that still
+    // count; whatever it signs later, however dated, does not.
+    let mut r = r;
+    r.kept = listing
+        .snapshots
+        .iter()
+        .filter(|s| match &s.signed_by {
+            SignedBy::Writer {
+                host,
+                fingerprint,
+                certified,
+            } => r.covers(host, fingerprint, *certified),
+            SignedBy::Root => false,
+        })
+        .map(|s| s.id)
+        .collect();
+    r.kept.sort();
     let what = match &r.writer {
         Some(fp) => format!("writer key {} of host {}", &hex::encode(fp)[..16], r.host),
         None => format!("every writer key of host {}", r.host),
@@ -245,11 +291,13 @@ pub fn revoke_writer(ctx: &Ctx, spec: &str) -> Result<()> {
             "host": r.host,
             "writer": r.writer.map(hex::encode),
             "at": format_time(&Timestamp { sec: r.at, nsec: 0 }, false),
+            "kept_snapshots": r.kept.len(),
             "config_version": repo.config.version,
         }))?;
     } else if !ctx.global.quiet {
         eprintln!(
-            "revoked {what}: its snapshots dated from now on are refused, its earlier ones still count, and its next backup fails"
+            "revoked {what}: its {} snapshot(s) there now still count, any later one is refused, and its next backup fails",
+            r.kept.len()
         );
     }
     Ok(())
@@ -293,7 +341,7 @@ pub fn list(ctx: &Ctx) -> Result<()> {
                 "runs": s.runs,
                 "first": time(s.first),
                 "last": time(s.last),
-                "revoked": revoked.iter().any(|r| r.covers(&s.host, fp)),
+                "revoked": revoked.iter().any(|r| r.covers(&s.host, fp, s.certified)),
             })).collect::<Vec<_>>(),
             "revocations": revoked.iter().map(|r| serde_json::json!({
                 "host": r.host,
@@ -321,7 +369,7 @@ pub fn list(ctx: &Ctx) -> Result<()> {
         println!("  none");
     }
     for (fp, s) in &seen {
-        let rev = revoked.iter().any(|r| r.covers(&s.host, fp));
+        let rev = revoked.iter().any(|r| r.covers(&s.host, fp, s.certified));
         println!(
             "  {}  host {}  {} run(s), {} to {}{}",
             &hex::encode(fp)[..16],

@@ -51,21 +51,31 @@ pub struct PastRuns {
     pub sealed: Vec<u8>,
 }
 
-/// A writer key no longer trusted from `at` on (`key revoke-writer`):
-/// every writer key of `host`, or only the one whose signing public key
-/// has the fingerprint `writer`.
+/// Writer keys no longer trusted (`key revoke-writer`): every key of
+/// `host` certified up to `at`, or only the one whose signing public key
+/// has the fingerprint `writer`. Of their snapshots only those in `kept`
+/// (the ones there, and verified, when the revocation was made) still
+/// count: a snapshot's own time is the writer's word, and a stolen key
+/// could date one in the past.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Revocation {
     pub host: String,
     pub writer: Option<[u8; 32]>,
     /// Seconds since the epoch, UTC.
     pub at: i64,
+    pub kept: Vec<Id>,
 }
 
 impl Revocation {
-    /// Whether this revokes the writer of `host` with `fingerprint`.
-    pub fn covers(&self, host: &str, fingerprint: &[u8; 32]) -> bool {
-        self.host == host && self.writer.is_none_or(|w| w == *fingerprint)
+    /// Whether this revokes the writer key of `host` with `fingerprint`,
+    /// certified by the root at `certified` (a key certified after a
+    /// host's revocation is a new key, and is trusted).
+    pub fn covers(&self, host: &str, fingerprint: &[u8; 32], certified: i64) -> bool {
+        self.host == host
+            && match self.writer {
+                Some(w) => w == *fingerprint,
+                None => certified <= self.at,
+            }
     }
 }
 

@@ -177,7 +177,15 @@ fn wrap_secrets(shared: &Shared, repo_id: &Id, to: &PublicKey) -> Result<Vec<u8>
 fn write_config(backend: &dyn Backend, key: &FullKey, config: &Config) -> Result<()> {
     let body = encode(config);
     let signature = key.root()?.sign(config::SIGNED_TYPE, &body)?;
+    let signed = encode(&Signed { body, signature });
+    if signed.len() as u64 > Kind::Config.max_size() {
+        bail!(
+            "the new config would be {} bytes, more than a config may be ({}): nothing was changed",
+            signed.len(),
+            Kind::Config.max_size()
+        );
+    }
     backend
-        .write(Kind::Config, "config", &encode(&Signed { body, signature }))
+        .write(Kind::Config, "config", &signed)
         .context("writing the repository config")
 }

@@ -65,6 +65,21 @@ pub fn record_own(cache: &Cache, key: &SecretKey, repo: &Repository, host: &str,
     save(cache, key, repo, &seen);
 }
 
+/// Refuses to build a new config on one older than this client has seen:
+/// the storage could otherwise serve an old config (without a later
+/// revocation or recipient) and have it signed again at a higher version.
+pub fn refuse_older_config(cache: &Cache, key: &SecretKey, repo: &Repository) -> anyhow::Result<()> {
+    let seen = load(cache, key, repo).config_version;
+    if repo.config.version < seen {
+        anyhow::bail!(
+            "the repository's config is at version {}, but version {seen} was seen before: it may have been rolled \
+             back, and a change made on it would undo later ones; nothing was changed",
+            repo.config.version
+        );
+    }
+    Ok(())
+}
+
 /// Forgets what was seen of snapshots this client has just removed (by
 /// `forget`), so that their absence is not taken for a rollback.
 pub fn record_removed(cache: &Cache, key: &SecretKey, repo: &Repository, removed: &[Id]) {
@@ -94,10 +109,14 @@ pub fn check(cache: &Cache, key: &SecretKey, repo: &Repository, listing: Option<
                 *e = (s.catalog.time, s.id);
             }
         }
-        // A snapshot seen before and refused now (its writer revoked, say)
-        // is there, and no longer counts: no rollback, and forgotten.
-        seen.newest
-            .retain(|_, (_, id)| !listing.refused.iter().any(|(name, _)| *name == id.to_hex()));
+        // A snapshot seen before and refused now for its revoked writer is
+        // there, and no longer counts: no rollback, and forgotten.
+        seen.newest.retain(|_, (_, id)| {
+            !listing
+                .refused
+                .iter()
+                .any(|(name, e)| *name == id.to_hex() && e.is::<super::snapshots::Revoked>())
+        });
         for (host, (time, id)) in &seen.newest {
             let present = listing.snapshots.iter().any(|s| s.id == *id);
             let newer = now.get(host).is_some_and(|(t, _)| t >= time);

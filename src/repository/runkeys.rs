@@ -187,11 +187,19 @@ impl<'a> Keyring<'a> {
         })
     }
 
-    /// The keys of every run with one verified envelope that this key
-    /// opens, for wrapping them for a new recipient; a run whose keys
-    /// cannot be had is named in a warning and left out.
-    pub fn all_run_keys(&self) -> Result<Vec<(RunId, Zeroizing<Vec<u8>>)>> {
-        let runs: Vec<RunId> = self.envelopes()?.keys().copied().collect();
+    /// The keys of the runs in `wanted` with one verified envelope that
+    /// this key opens, for wrapping them for a new recipient; a run whose
+    /// keys cannot be had is named in a warning and left out.
+    pub fn run_keys(
+        &self,
+        wanted: &std::collections::HashSet<RunId>,
+    ) -> Result<Vec<(RunId, Zeroizing<Vec<u8>>)>> {
+        let runs: Vec<RunId> = self
+            .envelopes()?
+            .keys()
+            .filter(|r| wanted.contains(r))
+            .copied()
+            .collect();
         Ok(runs
             .par_iter()
             .filter_map(|r| match self.get(r) {

@@ -192,9 +192,8 @@ pub fn list_remembering(repo: &Repository, shared: &Shared, cache: &Cache) -> Re
     Ok(listing)
 }
 
-/// The refusal of a snapshot whose writer key was revoked before the time
-/// it claims: it is genuine, and no longer counts (prune does not wait
-/// for it).
+/// The refusal of a snapshot whose writer key was revoked before it came:
+/// it is genuine, and no longer counts (prune does not wait for it).
 #[derive(Debug)]
 pub struct Revoked(pub String);
 
@@ -206,20 +205,25 @@ impl std::fmt::Display for Revoked {
 
 impl std::error::Error for Revoked {}
 
-/// Why a snapshot no longer counts: its writer key was revoked before the
-/// time it claims. Earlier ones still count.
+/// Why a snapshot no longer counts: its writer key was revoked, and it was
+/// not among that writer's snapshots when the revocation was made.
 fn revoked(repo: &Repository, s: &Snapshot) -> Option<anyhow::Error> {
-    let SignedBy::Writer { host, fingerprint } = &s.signed_by else {
+    let SignedBy::Writer {
+        host,
+        fingerprint,
+        certified,
+    } = &s.signed_by
+    else {
         return None;
     };
     let r = repo
         .config
         .revoked
         .iter()
-        .filter(|r| r.covers(host, fingerprint) && s.catalog.time.sec >= r.at)
+        .filter(|r| r.covers(host, fingerprint, *certified) && !r.kept.contains(&s.id))
         .min_by_key(|r| r.at)?;
     Some(anyhow::Error::new(Revoked(format!(
-        "it is signed by the writer key {} of host {host}, revoked at {}, and is dated after that ({})",
+        "it is signed by the writer key {} of host {host}, revoked at {}, and was not there then (it claims {})",
         &hex::encode(fingerprint)[..16],
         crate::commands::format_time(&crate::format::Timestamp { sec: r.at, nsec: 0 }, false),
         crate::commands::format_time(&s.catalog.time, false),

@@ -12,10 +12,12 @@ use crate::keys::Key;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SignedBy {
     Root,
-    /// A writer key of `host`, with the SHA-256 of its public key.
+    /// A writer key of `host`, with the SHA-256 of its public key and when
+    /// the root certified it.
     Writer {
         host: String,
         fingerprint: [u8; 32],
+        certified: i64,
     },
 }
 
@@ -50,6 +52,7 @@ pub fn verify(
             Ok(SignedBy::Writer {
                 host: c.host,
                 fingerprint: writer.fingerprint(),
+                certified: c.created,
             })
         }
     }

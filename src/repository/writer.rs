@@ -69,11 +69,16 @@ impl<'a> Writer<'a> {
         let shared = key.shared();
         if let Key::Writer(w) = key {
             let fingerprint = w.signing.public().fingerprint();
+            let certified = crate::format::decode::<crate::format::envelope::WriterCertificate>(
+                &w.certificate.body,
+                "the writer certificate",
+            )?
+            .created;
             if let Some(r) = repo
                 .config
                 .revoked
                 .iter()
-                .find(|r| r.covers(&w.host, &fingerprint))
+                .find(|r| r.covers(&w.host, &fingerprint, certified))
             {
                 return Err(anyhow::anyhow!(
                     "this writer key ({} of host {}) was revoked at {}: it can back up no more; ask for a new one \

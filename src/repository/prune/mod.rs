@@ -217,6 +217,7 @@ pub fn prune(reader: &Reader, listing: &Listing, opts: &Options, say: &dyn Fn(&s
     // Plan; a copy to be kept that does not verify is set aside and the
     // plan made again without it.
     let mut excluded: HashSet<(Id, BlobEntry)> = HashSet::new();
+    let mut verified: HashSet<(Id, BlobEntry)> = HashSet::new();
     let plan = loop {
         let plan = plan::make(&plan::Input {
             files: &files,
@@ -226,7 +227,14 @@ pub fn prune(reader: &Reader, listing: &Listing, opts: &Options, say: &dyn Fn(&s
             excluded: &excluded,
             max_unused: opts.max_unused,
         })?;
-        let bad = verify_copies(reader, &plan.verify);
+        let todo: Vec<(Id, BlobEntry)> = plan
+            .verify
+            .iter()
+            .filter(|c| !verified.contains(*c))
+            .copied()
+            .collect();
+        let bad = verify_copies(reader, &todo)?;
+        verified.extend(todo.iter().filter(|c| !bad.contains(c)).copied());
         if bad.is_empty() {
             break plan;
         }
@@ -283,11 +291,16 @@ pub fn prune(reader: &Reader, listing: &Listing, opts: &Options, say: &dyn Fn(&s
 
     // 2. The new index.
     let mut carried: BTreeMap<Id, PackEntries> = BTreeMap::new();
+    // A damaged pack's records stay as they were, each: which one is true
+    // is for `repair index` to find out.
+    let mut damaged_records: Vec<PackEntries> = Vec::new();
     for f in files.iter().filter(|f| plan.rewrite.contains(&f.name)) {
         for p in &f.packs {
-            let stays = plan.damaged.contains(&p.pack)
-                || plan.packs.get(&p.pack).is_some_and(|pp| pp.fate == Fate::Keep);
-            if stays {
+            if plan.damaged.contains(&p.pack) {
+                damaged_records.push(p.clone());
+                continue;
+            }
+            if plan.packs.get(&p.pack).is_some_and(|pp| pp.fate == Fate::Keep) {
                 let c = carried.entry(p.pack).or_insert_with(|| PackEntries {
                     pack: p.pack,
                     size: p.size,
@@ -310,6 +323,7 @@ pub fn prune(reader: &Reader, listing: &Listing, opts: &Options, say: &dyn Fn(&s
             p
         })
         .collect();
+    to_index.extend(damaged_records);
     to_index.extend(new_packs);
     say(&format!("writing the index ({} pack(s))", to_index.len()));
     let mut index_written = HashSet::new();
@@ -392,34 +406,43 @@ pub fn prune(reader: &Reader, listing: &Listing, opts: &Options, say: &dyn Fn(&s
 }
 
 /// Reads each copy and checks it opens and matches its id; returns those
-/// that do not (each named in a warning).
-fn verify_copies(reader: &Reader, copies: &[(Id, BlobEntry)]) -> Vec<(Id, BlobEntry)> {
-    copies
+/// that do not (each named in a warning). A copy that cannot be read at
+/// all (the storage failing) stops the prune: only a copy read and found
+/// wrong is set aside.
+fn verify_copies(reader: &Reader, copies: &[(Id, BlobEntry)]) -> Result<HashSet<(Id, BlobEntry)>> {
+    let results: Vec<Result<Option<(Id, BlobEntry)>>> = copies
         .par_iter()
-        .filter(|(pack, entry)| {
+        .map(|(pack, entry)| {
             let loc = Location {
                 pack: *pack,
                 entry: *entry,
             };
-            let r = reader
+            let span = reader
                 .read_span(&[loc])
-                .and_then(|span| {
-                    let sealed = span
-                        .sealed(&loc)
-                        .ok_or_else(|| anyhow!("blob {} lies outside pack {pack}", entry.id))?;
-                    reader.open_blob(&loc, sealed, true)
-                })
-                .map(drop);
-            if let Err(e) = &r {
-                crate::warn(&format!(
-                    "the copy of blob {} in pack {pack} is unsound ({e:#}): another copy is kept",
-                    entry.id
-                ));
-            }
-            r.is_err()
+                .context("prune stops before changing anything")?;
+            let opened = span
+                .sealed(&loc)
+                .ok_or_else(|| anyhow!("blob {} lies outside pack {pack}", entry.id))
+                .and_then(|sealed| reader.open_blob(&loc, sealed, true));
+            Ok(match opened {
+                Ok(_) => None,
+                Err(e) => {
+                    crate::warn(&format!(
+                        "the copy of blob {} in pack {pack} is unsound ({e:#}): another copy is kept",
+                        entry.id
+                    ));
+                    Some((*pack, *entry))
+                }
+            })
         })
-        .copied()
-        .collect()
+        .collect();
+    let mut bad = HashSet::new();
+    for r in results {
+        if let Some(c) = r? {
+            bad.insert(c);
+        }
+    }
+    Ok(bad)
 }
 
 /// Deletes objects in parallel; each name with its outcome.

@@ -91,13 +91,13 @@ pub struct Plan {
     pub packs: BTreeMap<Id, PackPlan>,
     /// Indexed packs missing from storage (their entries are dropped).
     pub missing: BTreeSet<Id>,
-    /// Indexed packs present with another size than recorded: left as
-    /// they are, and never a copy chosen.
+    /// Packs some index file records with another size than they have:
+    /// left as they are, and never a copy chosen.
     pub damaged: BTreeSet<Id>,
     /// Index files naming a pack that goes or changes: rewritten.
     pub rewrite: BTreeSet<String>,
-    /// Chosen copies in packs that stay, while another copy of the same
-    /// blob goes: read and verified before anything is deleted.
+    /// Chosen copies of blobs with several copies: read and verified
+    /// before anything is written or deleted.
     pub verify: Vec<(Id, BlobEntry)>,
     pub used_bytes: u64,
     pub unused_after: u64,
@@ -128,27 +128,31 @@ struct Candidate {
 pub fn make(input: &Input) -> Result<Plan> {
     let mut packs: BTreeMap<Id, Candidate> = BTreeMap::new();
     let mut missing = BTreeSet::new();
+    // A pack any index file records with another size than it has is
+    // damaged, or named by a forged entry: none of its copies is chosen,
+    // and it is neither deleted nor repacked.
     let mut damaged = BTreeSet::new();
-    for f in input.files {
-        for p in &f.packs {
-            match input.listed.get(&p.pack) {
-                None => {
-                    missing.insert(p.pack);
-                    continue;
-                }
-                Some(size) if *size != p.size => {
-                    damaged.insert(p.pack);
-                    continue;
-                }
-                Some(_) => {}
+    for p in input.files.iter().flat_map(|f| &f.packs) {
+        match input.listed.get(&p.pack) {
+            None => {
+                missing.insert(p.pack);
             }
-            let c = packs.entry(p.pack).or_insert_with(|| Candidate {
-                size: p.size,
-                indexed: true,
-                entries: Vec::new(),
-            });
-            c.entries.extend_from_slice(&p.blobs);
+            Some(size) if *size != p.size => {
+                damaged.insert(p.pack);
+            }
+            Some(_) => {}
         }
+    }
+    for p in input.files.iter().flat_map(|f| &f.packs) {
+        if missing.contains(&p.pack) || damaged.contains(&p.pack) {
+            continue;
+        }
+        let c = packs.entry(p.pack).or_insert_with(|| Candidate {
+            size: p.size,
+            indexed: true,
+            entries: Vec::new(),
+        });
+        c.entries.extend_from_slice(&p.blobs);
     }
     for p in input.unindexed {
         packs.entry(p.pack).or_insert_with(|| Candidate {
@@ -167,11 +171,16 @@ pub fn make(input: &Input) -> Result<Plan> {
     // so duplicates gather in packs that stay whole.
     let mut referenced_bytes: HashMap<Id, u64> = HashMap::new();
     let mut copies: HashMap<BlobRef, Vec<(Id, BlobEntry)>> = HashMap::new();
+    // Copies of each referenced blob, those found bad included.
+    let mut all_copies: HashMap<BlobRef, usize> = HashMap::new();
     for (pack, c) in &packs {
         for e in &c.entries {
-            if input.used.contains(&(e.id, e.kind)) && !input.excluded.contains(&(*pack, *e)) {
-                *referenced_bytes.entry(*pack).or_default() += e.length as u64;
-                copies.entry((e.id, e.kind)).or_default().push((*pack, *e));
+            if input.used.contains(&(e.id, e.kind)) {
+                *all_copies.entry((e.id, e.kind)).or_default() += 1;
+                if !input.excluded.contains(&(*pack, *e)) {
+                    *referenced_bytes.entry(*pack).or_default() += e.length as u64;
+                    copies.entry((e.id, e.kind)).or_default().push((*pack, *e));
+                }
             }
         }
     }
@@ -192,7 +201,7 @@ pub fn make(input: &Input) -> Result<Plan> {
         v.sort_by_key(|(pack, _)| (std::cmp::Reverse(referenced_bytes[pack]), *pack));
         let (pack, entry) = v[0];
         chosen.entry(pack).or_default().push(entry);
-        if v.len() > 1 {
+        if all_copies[&(entry.id, entry.kind)] > 1 {
             duplicated.push((pack, entry));
         }
     }
@@ -259,18 +268,11 @@ pub fn make(input: &Input) -> Result<Plan> {
         .filter(|f| f.packs.iter().any(|p| going(&p.pack)))
         .map(|f| f.name.clone())
         .collect();
-    // A copy kept in a pack that stays, of a blob whose other copies go:
-    // it must be sound before they go (copies moved are verified as they
-    // are moved).
-    let verify = duplicated
-        .into_iter()
-        .filter(|(pack, e)| {
-            out[pack].fate == Fate::Keep
-                && copies[&(e.id, e.kind)]
-                    .iter()
-                    .any(|(other, _)| other != pack && out[other].fate != Fate::Keep)
-        })
-        .collect();
+    // The copy chosen of a blob with several copies (any of them forged,
+    // perhaps, and the forgery the one chosen): it must be sound before the
+    // others can go, and before a repack depends on it.
+    let mut verify = duplicated;
+    verify.sort_by_key(|(pack, e)| (*pack, e.offset));
     Ok(Plan {
         packs: out,
         missing,
