@@ -318,7 +318,20 @@ fn prune_on_s3() {
 
 #[test]
 fn prune_on_the_strongroom_server() {
-    remote_prune(&Env::https("admin"));
+    let mut env = Env::https("admin");
+    remote_prune(&env);
+    // The server's writer role may add but not delete: forget and prune,
+    // even with the full key, are refused in one sentence.
+    env.as_account("host");
+    for args in [&["forget", "--keep-last", "1"][..], &["prune"][..]] {
+        let r = env.run(args).fails(2);
+        assert!(
+            r.stderr().contains("append-only or read-only") && r.stderr().lines().count() == 1,
+            "{}",
+            r.stderr()
+        );
+    }
+    env.run(&["forget", "--keep-last", "1", "--dry-run"]).ok();
 }
 
 #[test]

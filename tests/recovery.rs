@@ -98,19 +98,22 @@ fn a_recovery_key_made_elsewhere_restores_the_oldest_and_newest_snapshots_once_t
     // Without the public file's root key, or from a key never added,
     // there is no reading key: one sentence each.
     let reading = env.path("reading.key");
-    let r = with_key(
-        &env,
-        &env.keys.other,
-        &[
-            "key",
-            "recover",
-            "--public",
-            recovery_pub.to_str().unwrap(),
-            "--out",
-            reading.to_str().unwrap(),
-            "--no-passphrase",
-        ],
-    );
+    let recover = |key: &Path, public: &Path| {
+        with_key(
+            &env,
+            key,
+            &[
+                "key",
+                "recover",
+                "--public",
+                public.to_str().unwrap(),
+                "--out",
+                reading.to_str().unwrap(),
+                "--no-passphrase",
+            ],
+        )
+    };
+    let r = recover(&env.keys.other, &recovery_pub);
     assert_eq!(
         r.code(),
         1,
@@ -129,51 +132,14 @@ fn a_recovery_key_made_elsewhere_restores_the_oldest_and_newest_snapshots_once_t
         text.lines().take(2).map(|l| format!("{l}\n")).collect::<String>(),
     )
     .unwrap();
-    let r = with_key(
-        &env,
-        &env.keys.other,
-        &[
-            "key",
-            "recover",
-            "--public",
-            no_root.to_str().unwrap(),
-            "--out",
-            reading.to_str().unwrap(),
-            "--no-passphrase",
-        ],
-    );
+    let r = recover(&env.keys.other, &no_root);
     assert_eq!(r.code(), 2, "{}", r.stderr());
     assert!(r.stderr().contains("carries no root key"), "{}", r.stderr());
-    let r = with_key(
-        &env,
-        &env.keys.writer,
-        &[
-            "key",
-            "recover",
-            "--public",
-            repo_pub.to_str().unwrap(),
-            "--out",
-            reading.to_str().unwrap(),
-            "--no-passphrase",
-        ],
-    );
+    let r = recover(&env.keys.writer, &repo_pub);
     assert_eq!(r.code(), 2, "a writer key is no recovery key: {}", r.stderr());
     assert!(!reading.exists());
 
-    with_key(
-        &env,
-        &env.keys.other,
-        &[
-            "key",
-            "recover",
-            "--public",
-            repo_pub.to_str().unwrap(),
-            "--out",
-            reading.to_str().unwrap(),
-            "--no-passphrase",
-        ],
-    )
-    .ok();
+    recover(&env.keys.other, &repo_pub).ok();
     sh(&format!("rm -rf {}", env.path("cache").display()));
     with_key(&env, &reading, &["check", "--read-data"]).ok();
     let restore = |id: &str, state: &Path| {

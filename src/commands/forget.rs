@@ -119,6 +119,9 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     let full = super::prune::full_key(&key, "forget snapshots")?;
     let shared = key.shared();
     let repo = ctx.open(&key)?;
+    if !a.dry_run {
+        super::prune::may_delete(&repo, "forget snapshots")?;
+    }
     let cache = ctx.cache();
     let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys, &cache, true, "forget")?;
     let listing = ctx.list_snapshots(&repo, shared, &cache)?;

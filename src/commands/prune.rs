@@ -35,6 +35,18 @@ pub fn full_key<'a>(key: &'a Key, what: &str) -> Result<&'a FullKey> {
     }
 }
 
+/// Refuses, in one sentence, storage this credential may not delete from
+/// (a strongroom server's writer or reader role).
+pub fn may_delete(repo: &Repository, what: &str) -> Result<()> {
+    if repo.backend.append_only() {
+        return Err(Exit::usage(format!(
+            "this account's role on {} is append-only or read-only: it cannot {what}; use an admin account",
+            repo.backend.location()
+        )));
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     let opts = Options {
         max_unused: max_unused(&a.max_unused)?,
@@ -43,6 +55,9 @@ pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     let key = ctx.load_key()?;
     let full = full_key(&key, "prune")?;
     let repo = ctx.open(&key)?;
+    if !opts.dry_run {
+        may_delete(&repo, "prune")?;
+    }
     let cache = ctx.cache();
     // A dry run changes nothing: a shared lock keeps a prune away.
     let _lock = crate::repository::lock::acquire(
