@@ -88,6 +88,11 @@ pub enum Command {
     Find(FindArgs),
     /// Show sizes: logical, unique, stored, and what deduplication saves
     Stats,
+    /// Print a shell completion script (bash, zsh or fish) to stdout
+    Completions {
+        /// The shell
+        shell: CompletionShell,
+    },
     /// Show every snapshot as a read-only directory (FUSE), in the foreground
     Mount(MountArgs),
     /// The certificate authority of the strongroom server
@@ -456,6 +461,13 @@ pub struct PruneArgs {
     pub dry_run: bool,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Args, Debug)]
 pub struct DiffArgs {
     /// The older snapshot (latest, an id or a prefix)
@@ -480,7 +492,7 @@ pub struct FindArgs {
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// The second repository (a path, s3:… or https://…); made if it does not exist
+    /// The second repository (a path, s3:... or https://...); made if it does not exist
     #[arg(long, value_name = "URL")]
     pub to: String,
     /// The account password of an https:// destination, when it differs

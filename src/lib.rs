@@ -16,6 +16,7 @@ pub mod format;
 pub mod fs;
 pub mod interrupt;
 pub mod keys;
+pub mod manpages;
 pub mod mount;
 pub mod progress;
 pub mod repository;

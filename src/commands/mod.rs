@@ -143,6 +143,21 @@ pub fn run(command: Command, global: Global) -> Result<()> {
         Command::Diff(a) => explore::run_diff(&ctx, a),
         Command::Find(a) => explore::run_find(&ctx, a),
         Command::Stats => explore::run_stats(&ctx),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell {
+                crate::cli::CompletionShell::Bash => clap_complete::Shell::Bash,
+                crate::cli::CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                crate::cli::CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(
+                shell,
+                &mut crate::cli::Cli::command(),
+                "strongroom",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Ca(c) => ca::run(&ctx, &c),
         Command::Server(c) => server::run(&ctx, c),
