@@ -393,6 +393,10 @@ pub struct RepairSnapshotsArgs {
 /// take -1 for unlimited; spans are like 90d, 6y, 1y6m, 36h (y, m, d, h).
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
+    /// Remove these snapshots instead of applying a policy: ids, prefixes,
+    /// `latest`, or the full name of a refused snapshot
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
     /// Keep the N newest snapshots
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_last: Option<i64>,

@@ -279,6 +279,15 @@ fn a_revoked_writers_snapshots_made_later_are_refused_however_dated_and_it_backs
     // Refused for its revoked writer, a snapshot holds up no prune.
     env.run(&["prune"]).ok();
     env.restore_matches(&later, &src);
+    // The refused ones go by name; then nothing is refused and check passes.
+    let r = env
+        .run(&["--json", "forget", &forged_now, &forged_old])
+        .ok()
+        .json();
+    assert_eq!(r["remove"].as_array().unwrap().len(), 2, "{r}");
+    let snaps = env.run(&["snapshots"]).ok();
+    assert!(!snaps.stderr().contains("refused"), "{}", snaps.stderr());
+    env.run(&["check"]).ok();
 
     let listed = env.run(&["--json", "key", "list"]).ok().json();
     assert_eq!(listed["writers"][0]["revoked"], true, "{listed}");

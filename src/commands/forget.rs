@@ -102,12 +102,58 @@ fn key_of(g: &GroupBy, s: &Snapshot) -> GroupKey {
     )
 }
 
+/// The snapshots named on the command line (an id or prefix, `latest`, or
+/// the full name of a refused one: a revoked writer's, a damaged one).
+fn by_name(
+    ctx: &Ctx,
+    a: &ForgetArgs,
+    listing: &crate::repository::snapshots::Listing,
+) -> Result<(Vec<crate::format::Id>, Option<serde_json::Value>)> {
+    let mut removed: Vec<crate::format::Id> = Vec::new();
+    for spec in &a.snapshots {
+        let id = match listing.refused.iter().find(|(n, _)| n == spec) {
+            Some((n, _)) => crate::format::Id::from_hex(n)
+                .ok_or_else(|| Exit::usage(format!("{spec:?} is not a snapshot name")))?,
+            None => listing.find(spec, a.host.as_deref())?.id,
+        };
+        if !removed.contains(&id) {
+            removed.push(id);
+        }
+    }
+    if ctx.global.json {
+        let ids: Vec<String> = removed.iter().map(|i| i.to_hex()).collect();
+        return Ok((
+            removed,
+            Some(serde_json::json!({ "dry_run": a.dry_run, "remove": ids })),
+        ));
+    }
+    if !ctx.global.quiet {
+        for id in &removed {
+            match listing.snapshots.iter().find(|s| s.id == *id) {
+                Some(s) => println!(
+                    "  remove  {}  {}",
+                    id.short(),
+                    format_time(&s.catalog.time, false)
+                ),
+                None => println!("  remove  {}  (refused)", id.short()),
+            }
+        }
+    }
+    Ok((removed, None))
+}
+
 pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     let policy = policy_of(&a)?;
     let grouping = group_by(&a.group_by)?;
-    if policy.is_empty() {
+    let named = !a.snapshots.is_empty();
+    if named && !policy.is_empty() {
         return Err(Exit::usage(
-            "no policy given: it would keep nothing; give at least one --keep-* option",
+            "give either snapshots to remove or a policy (--keep-*), not both",
+        ));
+    }
+    if !named && policy.is_empty() {
+        return Err(Exit::usage(
+            "no policy given: it would keep nothing; give at least one --keep-* option, or the snapshots to remove",
         ));
     }
     let prune = if a.prune {
@@ -125,122 +171,127 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     let cache = ctx.cache();
     let _lock = crate::repository::lock::acquire(&repo, &shared.subkeys, &cache, true, "forget")?;
     let listing = ctx.list_snapshots(&repo, shared, &cache)?;
-    for (name, err) in &listing.refused {
+    for (name, err) in listing.refused.iter().filter(|(n, _)| !a.snapshots.contains(n)) {
         crate::warn(&format!("snapshot {name} is refused and left alone: {err:#}"));
     }
-    let mut groups: BTreeMap<GroupKey, Vec<&Snapshot>> = BTreeMap::new();
-    for s in &listing.snapshots {
-        if a.host.as_ref().is_none_or(|h| s.catalog.host == *h) {
-            groups.entry(key_of(&grouping, s)).or_default().push(s);
+    let (removed, json) = if named {
+        by_name(ctx, &a, &listing)?
+    } else {
+        let mut groups: BTreeMap<GroupKey, Vec<&Snapshot>> = BTreeMap::new();
+        for s in &listing.snapshots {
+            if a.host.as_ref().is_none_or(|h| s.catalog.host == *h) {
+                groups.entry(key_of(&grouping, s)).or_default().push(s);
+            }
         }
-    }
-    let mut report = Vec::new();
-    let mut removed = Vec::new();
-    for (gk, members) in &groups {
-        let (future, now): (Vec<&Snapshot>, Vec<&Snapshot>) = members.iter().partition(|s| s.future);
-        let candidates: Vec<Candidate> = now
-            .iter()
-            .map(|s| Candidate {
-                time: s.catalog.time.sec,
-                tags: s.catalog.tags.clone(),
-            })
-            .collect();
-        let reasons = policy::apply(&policy, &candidates);
-        let mut keep: Vec<(&Snapshot, Vec<String>)> = now
-            .iter()
-            .zip(reasons)
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(s, r)| (*s, r))
-            .collect();
-        for s in &future {
-            crate::warn(&format!(
-                "snapshot {} is dated in the future ({}): kept, and not counted by the policy",
-                s.id.short(),
-                format_time(&s.catalog.time, false)
-            ));
-            keep.push((s, vec!["dated in the future".to_string()]));
-        }
-        keep.sort_by_key(|k| std::cmp::Reverse(k.0.catalog.time));
-        let mut gone: Vec<&Snapshot> = now
-            .iter()
-            .filter(|s| !keep.iter().any(|(k, _)| k.id == s.id))
-            .copied()
-            .collect();
-        gone.sort_by_key(|s| std::cmp::Reverse(s.catalog.time));
-        removed.extend(gone.iter().map(|s| s.id));
-        report.push((gk.clone(), keep, gone));
-    }
-    let mut json = None;
-    if ctx.global.json {
-        let v: Vec<_> = report
-            .iter()
-            .map(|((host, _, tags), keep, gone)| {
-                let paths = keep
-                    .first()
-                    .map(|(s, _)| *s)
-                    .or(gone.first().copied())
-                    .map(paths_lossy)
-                    .unwrap_or_default();
-                serde_json::json!({
-                    "host": host,
-                    "paths": if grouping.paths { serde_json::json!(paths) } else { serde_json::Value::Null },
-                    "tags": tags,
-                    "keep": keep.iter().map(|(s, r)| serde_json::json!({
-                        "id": s.id.to_hex(),
-                        "short_id": s.id.short(),
-                        "time": format_time(&s.catalog.time, true),
-                        "host": s.catalog.host,
-                        "reasons": r,
-                    })).collect::<Vec<_>>(),
-                    "remove": gone.iter().map(|s| serde_json::json!({
-                        "id": s.id.to_hex(),
-                        "short_id": s.id.short(),
-                        "time": format_time(&s.catalog.time, true),
-                        "host": s.catalog.host,
-                    })).collect::<Vec<_>>(),
+        let mut report = Vec::new();
+        let mut removed = Vec::new();
+        for (gk, members) in &groups {
+            let (future, now): (Vec<&Snapshot>, Vec<&Snapshot>) = members.iter().partition(|s| s.future);
+            let candidates: Vec<Candidate> = now
+                .iter()
+                .map(|s| Candidate {
+                    time: s.catalog.time.sec,
+                    tags: s.catalog.tags.clone(),
                 })
-            })
-            .collect();
-        json = Some(serde_json::json!({ "dry_run": a.dry_run, "groups": v }));
-    } else if !ctx.global.quiet {
-        for ((host, paths, tags), keep, gone) in &report {
-            let mut title = Vec::new();
-            if grouping.host {
-                title.push(format!("host {}", escape::text(host)));
-            }
-            if grouping.paths {
-                let p: Vec<String> = paths.iter().map(|p| escape::bytes(p)).collect();
-                title.push(format!("paths {}", p.join(" ")));
-            }
-            if grouping.tags {
-                title.push(format!("tags [{}]", escape::text(&tags.join(","))));
-            }
-            println!(
-                "snapshots of {}:",
-                if title.is_empty() {
-                    "the repository".into()
-                } else {
-                    title.join(", ")
-                }
-            );
-            for (s, r) in keep {
-                println!(
-                    "  keep    {}  {}  {}",
-                    s.id.short(),
-                    format_time(&s.catalog.time, false),
-                    r.join(", ")
-                );
-            }
-            for s in gone {
-                println!(
-                    "  remove  {}  {}",
+                .collect();
+            let reasons = policy::apply(&policy, &candidates);
+            let mut keep: Vec<(&Snapshot, Vec<String>)> = now
+                .iter()
+                .zip(reasons)
+                .filter(|(_, r)| !r.is_empty())
+                .map(|(s, r)| (*s, r))
+                .collect();
+            for s in &future {
+                crate::warn(&format!(
+                    "snapshot {} is dated in the future ({}): kept, and not counted by the policy",
                     s.id.short(),
                     format_time(&s.catalog.time, false)
-                );
+                ));
+                keep.push((s, vec!["dated in the future".to_string()]));
             }
-            println!("  {} kept, {} to remove", keep.len(), gone.len());
+            keep.sort_by_key(|k| std::cmp::Reverse(k.0.catalog.time));
+            let mut gone: Vec<&Snapshot> = now
+                .iter()
+                .filter(|s| !keep.iter().any(|(k, _)| k.id == s.id))
+                .copied()
+                .collect();
+            gone.sort_by_key(|s| std::cmp::Reverse(s.catalog.time));
+            removed.extend(gone.iter().map(|s| s.id));
+            report.push((gk.clone(), keep, gone));
         }
-    }
+        let mut json = None;
+        if ctx.global.json {
+            let v: Vec<_> = report
+                .iter()
+                .map(|((host, _, tags), keep, gone)| {
+                    let paths = keep
+                        .first()
+                        .map(|(s, _)| *s)
+                        .or(gone.first().copied())
+                        .map(paths_lossy)
+                        .unwrap_or_default();
+                    serde_json::json!({
+                        "host": host,
+                        "paths": if grouping.paths { serde_json::json!(paths) } else { serde_json::Value::Null },
+                        "tags": tags,
+                        "keep": keep.iter().map(|(s, r)| serde_json::json!({
+                            "id": s.id.to_hex(),
+                            "short_id": s.id.short(),
+                            "time": format_time(&s.catalog.time, true),
+                            "host": s.catalog.host,
+                            "reasons": r,
+                        })).collect::<Vec<_>>(),
+                        "remove": gone.iter().map(|s| serde_json::json!({
+                            "id": s.id.to_hex(),
+                            "short_id": s.id.short(),
+                            "time": format_time(&s.catalog.time, true),
+                            "host": s.catalog.host,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json = Some(serde_json::json!({ "dry_run": a.dry_run, "groups": v }));
+        } else if !ctx.global.quiet {
+            for ((host, paths, tags), keep, gone) in &report {
+                let mut title = Vec::new();
+                if grouping.host {
+                    title.push(format!("host {}", escape::text(host)));
+                }
+                if grouping.paths {
+                    let p: Vec<String> = paths.iter().map(|p| escape::bytes(p)).collect();
+                    title.push(format!("paths {}", p.join(" ")));
+                }
+                if grouping.tags {
+                    title.push(format!("tags [{}]", escape::text(&tags.join(","))));
+                }
+                println!(
+                    "snapshots of {}:",
+                    if title.is_empty() {
+                        "the repository".into()
+                    } else {
+                        title.join(", ")
+                    }
+                );
+                for (s, r) in keep {
+                    println!(
+                        "  keep    {}  {}  {}",
+                        s.id.short(),
+                        format_time(&s.catalog.time, false),
+                        r.join(", ")
+                    );
+                }
+                for s in gone {
+                    println!(
+                        "  remove  {}  {}",
+                        s.id.short(),
+                        format_time(&s.catalog.time, false)
+                    );
+                }
+                println!("  {} kept, {} to remove", keep.len(), gone.len());
+            }
+        }
+        (removed, json)
+    };
     if a.dry_run {
         if !ctx.global.quiet && !ctx.global.json {
             println!(
