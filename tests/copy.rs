@@ -33,16 +33,7 @@ fn copy(env: &Env, key: &Path, to: &str, more: &[&str]) -> Run {
 
 /// Runs `-r repo -k key args…`.
 fn on(env: &Env, repo: &str, key: &Path, args: &[&str]) -> Run {
-    let out = env
-        .cmd()
-        .arg("-r")
-        .arg(repo)
-        .arg("-k")
-        .arg(key)
-        .args(args)
-        .output()
-        .unwrap();
-    Run { out }
+    env.run_at(repo.as_ref(), key, args)
 }
 
 fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
@@ -133,14 +124,7 @@ fn a_local_copy_is_verbatim_incremental_resumable_and_outlives_its_source() {
     std::fs::remove_dir_all(env.repo()).unwrap();
     let from_copy = |args: &[&str]| on(&env, to_s, &env.keys.full, args);
     from_copy(&["check", "--read-data"]).ok();
-    let ids: Vec<String> = from_copy(&["--json", "snapshots"])
-        .ok()
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = util::snapshot_ids(&from_copy(&["--json", "snapshots"]).ok().json());
     assert_eq!(ids.len(), 5);
     let restore = |id: &str, state: &Path| {
         let target = env.path(&format!("out-{id}"));

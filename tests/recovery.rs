@@ -255,13 +255,7 @@ fn a_revoked_writers_snapshots_made_later_are_refused_however_dated_and_it_backs
         },
     );
     let snaps = env.run(&["--json", "snapshots"]);
-    let mut ids: Vec<String> = snaps
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut ids = util::snapshot_ids(&snaps.json());
     ids.sort();
     let mut want = vec![earlier.clone(), later.clone()];
     want.sort();

@@ -223,10 +223,15 @@ impl Env {
 
     /// Runs with `-r repo -k KEY` and the given arguments.
     pub fn run_with(&self, key: &Path, args: &[&str]) -> Run {
+        self.run_at(&self.repo_arg(), key, args)
+    }
+
+    /// Runs with `-r REPO -k KEY` (another repository) and the arguments.
+    pub fn run_at(&self, repo: &OsStr, key: &Path, args: &[&str]) -> Run {
         let out = self
             .cmd()
             .arg("-r")
-            .arg(self.repo_arg())
+            .arg(repo)
             .arg("-k")
             .arg(key)
             .args(args)
@@ -529,4 +534,14 @@ pub fn restores_as(env: &Env, spec: &str, src: &Path, state: &Path) {
     env.run(&["restore", spec, "--target", target.path().to_str().unwrap()])
         .ok();
     fidelity::no_differences(state, &under(target.path(), src));
+}
+
+/// The ids in a `--json snapshots` listing, in its order.
+pub fn snapshot_ids(listing: &serde_json::Value) -> Vec<String> {
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
 }
