@@ -290,6 +290,9 @@ pub enum KeyCommand {
     },
     /// Show the recipients, the writer keys seen and the revocations
     List,
+    /// Show what a key file is (full or writer key, its host, whether a
+    /// passphrase protects it, whether it carries a CA), without its passphrase
+    Show,
 }
 
 #[derive(Args, Debug)]

@@ -91,6 +91,17 @@ encrypted blobs. It must be the user's own, mode 0700.
 .TP
 \fI/etc/strongroom/ca.pem\fR
 The strongroom CA certificate trusted when neither \fB\-\-ca\fR nor the key file names one.
+.TP
+\fI/etc/strongroom/backup.env\fR
+The settings of the nightly backup (the Debian package's
+\fIstrongroom\-backup.timer\fR and \fIstrongroom\-backup.service\fR, which run
+\fI/usr/libexec/strongroom/nightly\fR): \fBSTRONGROOM_REPO\fR,
+\fBSTRONGROOM_KEY\fR, \fBSTRONGROOM_BACKUP_PATHS\fR, \fBSTRONGROOM_KEEP\fR,
+\fBSTRONGROOM_COPY_TO\fR and the rest, documented in the file. Mode 0600.
+.TP
+\fI/etc/strongroom/server.env\fR, \fI/etc/strongroom/server/cert.pem\fR, \fIkey.pem\fR
+The settings, certificate and key of \fIstrongroom\-server.service\fR,
+which serves \fI/var/lib/strongroom\fR as the user \fB_strongroom\fR.
 .SH "EXIT STATUS"
 .TP
 0

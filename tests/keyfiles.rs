@@ -161,3 +161,33 @@ fn a_process_holding_a_key_cannot_be_dumped_and_hides_its_passphrase() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(rest.len() + 1, 4 << 20);
 }
+
+#[test]
+fn key_show_tells_what_a_key_file_is_without_its_passphrase() {
+    let env = Env::new();
+    env.init();
+    let show = env.run(&["key", "show"]).ok();
+    assert_eq!(show.stdout(), "kind: full\npassphrase: no\nca: none\n");
+    let show = env.writer(&["key", "show"]).ok();
+    assert_eq!(
+        show.stdout(),
+        "kind: writer\nhost: writer-host\npassphrase: no\nca: none\n"
+    );
+
+    // A sealed key: shown from its outer layer, no passphrase asked for
+    // (there is no terminal, and none is given).
+    std::fs::write(env.path("pass"), "pw\n").unwrap();
+    let sealed = env.path("sealed.key");
+    export_writer(&env, "h1", &sealed, true);
+    let show = env.run_with(&sealed, &["--json", "key", "show"]).ok().json();
+    assert_eq!(show["kind"], "writer");
+    assert_eq!(show["host"], "h1");
+    assert_eq!(show["passphrase"], true);
+
+    let r = env.run_with(&env.path("pass"), &["key", "show"]).fails(1);
+    assert!(
+        r.stderr().contains("is not a strongroom key file"),
+        "{}",
+        r.stderr()
+    );
+}

@@ -191,6 +191,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
                 .iter()
                 .map(|s| Candidate {
                     time: s.catalog.time.sec,
+                    nsec: s.catalog.time.nsec,
                     tags: s.catalog.tags.clone(),
                 })
                 .collect();

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::KeyCommand;
 use crate::error::Exit;
+use crate::format::keyfile::KeyKind;
 use crate::keys::{self, Key, PassphraseSource};
 
 use super::Ctx;
@@ -113,6 +114,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         }
         KeyCommand::RevokeWriter { writer } => super::recovery::revoke_writer(ctx, &writer)?,
         KeyCommand::List => super::recovery::list(ctx)?,
+        KeyCommand::Show => show(ctx)?,
     }
     Ok(())
 }
@@ -138,4 +140,41 @@ fn new_passphrase(
         Some(f) => Ok(Some(PassphraseSource { file: Some(f) }.get("")?)),
         None => Ok(Some(PassphraseSource::default().get_new()?)),
     }
+}
+
+/// `key show`: the key file's outer layer, which needs no passphrase.
+fn show(ctx: &Ctx) -> Result<()> {
+    let path = ctx.key_path()?;
+    let file = keys::read_on_disk(&path)?;
+    let kind = match file.kind {
+        KeyKind::Full => "full",
+        KeyKind::Writer => "writer",
+    };
+    if ctx.global.json {
+        super::print_json(&serde_json::json!({
+            "message_type": "key",
+            "path": path.to_string_lossy(),
+            "kind": kind,
+            "host": file.host,
+            "passphrase": file.kdf.is_some(),
+            "ca": file.ca_pem.is_some(),
+        }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "kind: {kind}")?;
+        if let Some(host) = &file.host {
+            writeln!(out, "host: {host}")?;
+        }
+        writeln!(
+            out,
+            "passphrase: {}",
+            if file.kdf.is_some() { "yes" } else { "no" }
+        )?;
+        writeln!(
+            out,
+            "ca: {}",
+            if file.ca_pem.is_some() { "carried" } else { "none" }
+        )?;
+    }
+    Ok(())
 }

@@ -136,8 +136,8 @@ pub fn recover(ctx: &Ctx, public: &Path, out: &Path, passphrase: Option<&[u8]>) 
     label.extend_from_slice(&repo.id().0);
     let secrets = recovery
         .encryption
-        .unwrap(&label, &r.wrapped_secrets)
-        .map_err(|_| anyhow!("the repository's secrets do not open with this key"))?;
+        .unwrap(&label, &r.wrapped_secrets)?
+        .ok_or_else(|| anyhow!("the repository's secrets do not open with this key"))?;
     if secrets.len() != 40 {
         bail!("the repository's secrets for this key are malformed");
     }

@@ -63,14 +63,20 @@ impl PrivateKey {
             .context("RSA signing failed")
     }
 
-    /// Unwraps an RSA-OAEP ciphertext (SHA-256, MGF1-SHA-256) bound to `label`.
+    /// Unwraps an RSA-OAEP ciphertext (SHA-256, MGF1-SHA-256) bound to `label`:
+    /// `None` when it does not open with this key (damaged, forged, or for
+    /// another key), an error when the decryption could not run at all (the
+    /// system's random number generator, which blinding needs, failed).
     /// Only call this on a ciphertext whose signature has been verified.
-    pub fn unwrap(&self, label: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn unwrap(&self, label: &[u8], ciphertext: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let padding = Oaep::<Sha256>::new_with_label(label.to_vec());
-        self.0
-            .decrypt(padding, ciphertext)
-            .map(Zeroizing::new)
-            .map_err(|_| anyhow!("RSA-OAEP unwrapping failed"))
+        match self.0.decrypt(padding, ciphertext) {
+            Ok(plain) => Ok(Some(Zeroizing::new(plain))),
+            Err(rsa::Error::Rng) => Err(anyhow!(
+                "RSA decryption could not run: the system's random number generator failed"
+            )),
+            Err(_) => Ok(None),
+        }
     }
 }
 
@@ -150,8 +156,8 @@ mod tests {
         let p = k.public();
         let p2 = PublicKey::from_der(p.der()).unwrap();
         let ct = p2.wrap(b"label", b"secret").unwrap();
-        assert_eq!(&k.unwrap(b"label", &ct).unwrap()[..], b"secret");
-        assert!(k.unwrap(b"other", &ct).is_err());
+        assert_eq!(&k.unwrap(b"label", &ct).unwrap().unwrap()[..], b"secret");
+        assert!(k.unwrap(b"other", &ct).unwrap().is_none());
         let sig = k.sign("t", b"msg").unwrap();
         assert!(p.verify("t", b"msg", &sig));
         assert!(!p.verify("u", b"msg", &sig));

@@ -139,7 +139,11 @@ impl Policy {
 /// What the policy needs of a snapshot.
 #[derive(Clone, Debug)]
 pub struct Candidate {
+    /// Seconds since the epoch: what the buckets count in.
     pub time: i64,
+    /// The nanoseconds of the time: which of two snapshots of the same
+    /// second is newer.
+    pub nsec: u32,
     pub tags: Vec<String>,
 }
 
@@ -192,8 +196,10 @@ impl Bucket {
 /// keeps it; an empty list means it is removed.
 pub fn apply(policy: &Policy, snapshots: &[Candidate]) -> Vec<Vec<String>> {
     let mut order: Vec<usize> = (0..snapshots.len()).collect();
-    // Newest first; equal times by position, so the result is stable.
-    order.sort_by(|a, b| snapshots[*b].time.cmp(&snapshots[*a].time).then(a.cmp(b)));
+    // Newest first, to the nanosecond; equal times by position, so the
+    // result is stable.
+    let at = |i: usize| (snapshots[i].time, snapshots[i].nsec);
+    order.sort_by(|a, b| at(*b).cmp(&at(*a)).then(a.cmp(b)));
     let mut reasons = vec![Vec::new(); snapshots.len()];
     let Some(newest) = order.first().map(|i| snapshots[*i].time) else {
         return reasons;
@@ -283,6 +289,7 @@ mod tests {
             .iter()
             .map(|t| Candidate {
                 time: at(t),
+                nsec: 0,
                 tags: Vec::new(),
             })
             .collect();
@@ -391,6 +398,27 @@ mod tests {
                 "2026-03-31T23:59:59Z",
                 "2026-01-01T00:00:10Z"
             ]
+        );
+    }
+
+    #[test]
+    fn of_two_snapshots_in_one_second_the_later_is_the_newest() {
+        let policy = Policy {
+            last: Some(1),
+            ..Policy::default()
+        };
+        let c = |nsec| Candidate {
+            time: at("2026-11-26T01:30:00Z"),
+            nsec,
+            tags: Vec::new(),
+        };
+        assert_eq!(
+            apply(&policy, &[c(900), c(100)]),
+            [vec!["last".to_string()], vec![]]
+        );
+        assert_eq!(
+            apply(&policy, &[c(100), c(900)]),
+            [vec![], vec!["last".to_string()]]
         );
     }
 }

@@ -221,13 +221,14 @@ impl<'a> Keyring<'a> {
             for p in self.repo.config.past_runs.iter().filter(|p| p.recipient == me) {
                 let mut label = crate::format::config::PAST_RUNS_LABEL.to_vec();
                 label.extend_from_slice(&repo_id.0);
-                let Some(key) = self
-                    .key
-                    .encryption
-                    .unwrap(&label, &p.wrapped_key)
-                    .ok()
-                    .and_then(|k| SecretKey::from_slice(&k))
-                else {
+                let key = match self.key.encryption.unwrap(&label, &p.wrapped_key) {
+                    Ok(k) => k.and_then(|k| SecretKey::from_slice(&k)),
+                    Err(e) => {
+                        crate::warn(&format!("the config's keys of past runs for this key: {e:#}"));
+                        continue;
+                    }
+                };
+                let Some(key) = key else {
                     crate::warn("the config's keys of past runs for this key do not open");
                     continue;
                 };
@@ -329,11 +330,13 @@ impl<'a> Keyring<'a> {
             bail!("key envelope {env_id} of run {run} is not wrapped for this key");
         };
         let label = run_keys_label(&self.repo.id(), run);
+        // A decryption that could not run says nothing of the envelope: it
+        // is reported, and not remembered as a failure.
         let unwrapped = self
             .key
             .encryption
             .unwrap(&label, &wrapped.ciphertext)
-            .ok()
+            .with_context(|| format!("the keys of run {run} (key envelope {env_id})"))?
             .and_then(|plain| RunKeys::from_secret_bytes(*run, &plain).map(|k| (k, plain)));
         let Some((keys, plain)) = unwrapped else {
             self.remember(run, CACHED_FAILURE, env_id, &[]);
