@@ -14,7 +14,9 @@
 #       apt's signed-by= names.
 # --valid-days N writes Valid-Until into Release, so that a mirror replaying
 # an old Release is refused after N days; the repository must then be
-# signed again before that.
+# signed again before that. Build into a directory of its own and publish
+# it whole (rsync --delay-updates): a client updating from a half-rewritten
+# directory gets a hash mismatch, never a wrong package.
 set -eu
 
 usage() {
@@ -33,6 +35,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$key" ] && [ -n "$out" ] && [ $# -gt 0 ] || usage
+case $valid_days in
+    '') ;;
+    *[!0-9]* | 0*)
+        echo "apt-repo.sh: --valid-days takes a positive number of days, not \"$valid_days\"" >&2
+        exit 2
+        ;;
+esac
 suite=stable
 component=main
 
@@ -94,7 +103,7 @@ mv "Release.tmp" "dists/$suite/Release"
 sign --clearsign --output "dists/$suite/InRelease" "dists/$suite/Release"
 sign --armor --detach-sign --output "dists/$suite/Release.gpg" "dists/$suite/Release"
 
-gpg --batch --export -- "$fpr" >strongroom-archive-keyring.gpg
-gpg --batch --armor --export -- "$fpr" >strongroom-archive-keyring.asc
+gpg --batch --export-options export-minimal --export -- "$fpr" >strongroom-archive-keyring.gpg
+gpg --batch --export-options export-minimal --armor --export -- "$fpr" >strongroom-archive-keyring.asc
 echo "signed $suite with $fpr ($bits-bit RSA)" >&2
 echo "$(pwd)/strongroom-archive-keyring.gpg"

@@ -368,6 +368,34 @@ fn nightly_runs_backup_then_forget_where_the_key_allows_then_copy() {
     assert_eq!(count(&repo), 2);
     assert_eq!(count(&copy), 4);
 
+    // A copy that fails does not keep retention from running; the run
+    // fails with the copy's status, naming it.
+    let nowhere = Path::new("/proc/strongroom-copy");
+    let out = nightly(
+        &env,
+        &[&full[..2], &full[3..], &[("STRONGROOM_COPY_TO", nowhere)]].concat(),
+        &keep,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the copy to /proc/strongroom-copy failed (exit 1)"),
+        "{err}"
+    );
+    let said = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
+    assert!(said.contains("1 to remove"), "forget did not run: {said}");
+    assert_eq!(count(&repo), 2);
+
+    // Settings that do not say what they mean stop the run before anything.
+    for (var, value) in [("STRONGROOM_FORGET", "maybe"), ("STRONGROOM_KEEP", "")] {
+        let out = nightly(&env, &full, &[(var, value)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value:?}: {err}");
+        assert!(err.contains(var), "{err}");
+    }
+    assert_eq!(count(&repo), 2);
+    assert_eq!(count(&copy), 4);
+
     // Not configured: one sentence, nothing run.
     let out = nightly(&env, &full[1..], &[]);
     assert_ne!(out.status.code(), Some(0));

@@ -191,6 +191,12 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 fn the_signed_apt_repository_installs_over_https_and_apt_refuses_every_tampering() {
     let _one = system();
+    // (the guards below purge strongroom: never a copy the machine had)
+    assert_eq!(
+        super::run("dpkg", &["--status", "strongroom"]).status.code(),
+        Some(1),
+        "installed before the test"
+    );
     let deb = deb();
     let tmp = tempfile::Builder::new()
         .prefix("apt-")

@@ -71,7 +71,7 @@ impl Rescue {
     fn mount(&mut self, args: &[&str], envs: &[(&str, &str)], file: &Path) -> Duration {
         let at = self.root.join("mnt");
         let start = Instant::now();
-        let mut child = Command::new("/usr/sbin/chroot")
+        let child = Command::new("/usr/sbin/chroot")
             .arg(&self.root)
             .arg("/strongroom")
             .args(args)
@@ -83,6 +83,9 @@ impl Rescue {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Unmounted and killed by the guard from here on, whatever happens.
+        self.mounts.push(at.clone());
+        let child = self.daemon.insert(child);
         let through = util::under(&at, file);
         let deadline = start + Duration::from_secs(60);
         let mut byte = [0u8; 1];
@@ -103,10 +106,7 @@ impl Rescue {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
-        let first_byte = start.elapsed();
-        self.mounts.push(at);
-        self.daemon = Some(child);
-        first_byte
+        start.elapsed()
     }
 
     /// Asks the mount to end as Ctrl-C does; it unmounts and exits 0.
@@ -118,8 +118,9 @@ impl Rescue {
         let mut err = String::new();
         child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         assert!(status.success(), "the mount exited with {status}:\n{err}");
-        let at = self.mounts.pop().unwrap();
-        assert!(!util::fuse::is_mounted(&at), "{} still mounted", at.display());
+        let at = self.mounts.last().unwrap();
+        assert!(!util::fuse::is_mounted(at), "{} still mounted", at.display());
+        self.mounts.pop();
     }
 }
 
