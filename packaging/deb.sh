@@ -8,6 +8,12 @@ set -eu
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 
+# One packaging script at a time: static.sh links target/release/strongroom
+# statically for a moment.
+mkdir -p "$target"
+exec 9>"$target/.packaging.lock"
+flock 9
+
 cargo build --release --locked --quiet
 mkdir -p "$target/release/completions"
 "$target/release/strongroom" completions bash >"$target/release/completions/strongroom.bash"
