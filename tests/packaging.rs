@@ -47,14 +47,7 @@ fn packaging_script(name: &str, args: &[&str], envs: &[(&str, &Path)]) -> PathBu
         }
     }
     c.envs(envs.iter().copied());
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "packaging/{name} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(&format!("packaging/{name}"), c.output().unwrap());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let last = stdout.lines().last().expect("a path on stdout").trim();
     let path = Path::new(ROOT).join(last);
@@ -89,15 +82,26 @@ fn run(program: &str, args: &[&str]) -> Output {
 }
 
 fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
+    let out = succeeded(&format!("{program} {args:?}"), run(program, args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `out`, after asserting that `what` succeeded (its output in the message).
+fn succeeded(what: &str, out: Output) -> Output {
     assert!(
         out.status.success(),
-        "{program} {args:?} failed ({}):\n{}\n{}",
+        "{what} failed ({}):\n{}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out
+}
+
+/// The guards purge strongroom: never a copy the machine had before.
+fn assert_not_installed() {
+    let status = run("dpkg", &["--status", "strongroom"]).status.code();
+    assert_eq!(status, Some(1), "strongroom is installed on this machine already");
 }
 
 /// The package installed on this machine: purged when dropped, whatever
@@ -177,11 +181,7 @@ fn the_debian_package_passes_lintian_installs_its_units_and_purges_cleanly() {
             "{want} is not in the package"
         );
     }
-    assert_eq!(
-        run("dpkg", &["--status", "strongroom"]).status.code(),
-        Some(1),
-        "installed before the test"
-    );
+    assert_not_installed();
 
     {
         let _installed = Installed::with_apt(&[deb_s]);

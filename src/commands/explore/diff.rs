@@ -78,21 +78,22 @@ impl Diff {
             kind: kind_name(node.kind),
             what: Vec::new(),
         };
-        if added {
-            self.summary.added += 1;
-            self.summary.bytes_added = self
-                .summary
-                .bytes_added
-                .saturating_add(node.size * (node.kind == NodeKind::File) as u64);
-            self.added.push(c);
+        let (count, bytes, list) = if added {
+            (
+                &mut self.summary.added,
+                &mut self.summary.bytes_added,
+                &mut self.added,
+            )
         } else {
-            self.summary.removed += 1;
-            self.summary.bytes_removed = self
-                .summary
-                .bytes_removed
-                .saturating_add(node.size * (node.kind == NodeKind::File) as u64);
-            self.removed.push(c);
-        }
+            (
+                &mut self.summary.removed,
+                &mut self.summary.bytes_removed,
+                &mut self.removed,
+            )
+        };
+        *count += 1;
+        *bytes = bytes.saturating_add(node.size * (node.kind == NodeKind::File) as u64);
+        list.push(c);
         if node.kind == NodeKind::Dir {
             for n in tree_nodes(reader, node.subtree, path, depth + 1)? {
                 self.whole(reader, &n, &join(path, &n.name), added, depth + 1)?;
