@@ -122,15 +122,18 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         ctx.global.verbose
     });
     let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
+    let pool = crate::fs::io_pool(4)?;
     let tree = crate::progress::run(
         show,
         || archiver.progress_line(),
         || {
-            if a.stdin {
-                archiver.archive_stdin(a.stdin_filename.as_deref().unwrap_or("stdin"))
-            } else {
-                archiver.archive_paths(&paths)
-            }
+            pool.install(|| {
+                if a.stdin {
+                    archiver.archive_stdin(a.stdin_filename.as_deref().unwrap_or("stdin"))
+                } else {
+                    archiver.archive_paths(&paths)
+                }
+            })
         },
     )?;
     let started = archiver.started();

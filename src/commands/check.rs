@@ -243,14 +243,18 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<()> {
         let done = std::sync::atomic::AtomicUsize::new(0);
         let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
         let line = || format!("{} of {} packs read", done.load(Ordering::Relaxed), by_pack.len());
+        // Two packs per core in flight: one read while the other is hashed.
+        let pool = crate::fs::io_pool(2)?;
         crate::progress::run(show, line, || {
-            by_pack.par_iter().for_each(|(pack, locs)| {
-                if listed.contains_key(pack)
-                    && let Err(e) = check_pack(&repo, shared, reader.as_ref(), pack, locs)
-                {
-                    report.error(format!("{e:#}"));
-                }
-                done.fetch_add(1, Ordering::Relaxed);
+            pool.install(|| {
+                by_pack.par_iter().for_each(|(pack, locs)| {
+                    if listed.contains_key(pack)
+                        && let Err(e) = check_pack(&repo, shared, reader.as_ref(), pack, locs)
+                    {
+                        report.error(format!("{e:#}"));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                })
             })
         });
     }
@@ -319,7 +323,7 @@ fn check_pack(
             let sealed = bytes
                 .get(start..end)
                 .ok_or_else(|| anyhow::anyhow!("pack {pack}: blob {} lies outside it", l.entry.id))?;
-            reader.open_blob(l, sealed, true)?;
+            reader.verify_blob(l, sealed)?;
         }
     }
     Ok(())

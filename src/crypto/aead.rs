@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit, Nonce, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Nonce, Payload};
 use anyhow::{Result, bail};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -51,15 +51,28 @@ impl NonceBudget {
 }
 
 pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    seal_parts(key, aad, &[plaintext])
+}
+
+/// [`seal`] of the concatenation of `parts`, copied once into the sealed
+/// object's buffer and encrypted there.
+pub fn seal_parts(key: &SecretKey, aad: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>> {
     let cipher = Aes256Gcm::new((&key.0).into());
     let nonce_bytes: [u8; NONCE_LEN] = random_array()?;
-    let nonce = Nonce::<Aes256Gcm>::from(nonce_bytes);
-    let ct = cipher
-        .encrypt(&nonce, Payload { msg: plaintext, aad })
-        .map_err(|_| anyhow::anyhow!("AES-GCM sealing failed"))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(OVERHEAD + len);
     out.extend_from_slice(&nonce_bytes);
-    out.extend_from_slice(&ct);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    let tag = cipher
+        .encrypt_inout_detached(
+            &Nonce::<Aes256Gcm>::from(nonce_bytes),
+            aad,
+            (&mut out[NONCE_LEN..]).into(),
+        )
+        .map_err(|_| anyhow::anyhow!("AES-GCM sealing failed"))?;
+    out.extend_from_slice(&tag);
     Ok(out)
 }
 

@@ -27,13 +27,14 @@ use crate::repository::writer::Writer;
 use super::exclude::Excludes;
 use super::filescache::{CachedFile, FilesCache};
 use super::meta::{Names, node_from_metadata, read_xattrs};
-use super::source::{SourceError, data_regions, open_noatime, read_full_at};
+use super::source::{SourceError, advise_sequential, data_regions, open_noatime, read_full_at};
 
 /// Files whose mtime or ctime lie this close to the run's start may still be
 /// changing within one timestamp tick: they are read and not remembered.
 const GRANULARITY_NS: i128 = 1_000_000_000;
-/// How much of a large file is read before its chunks are processed.
-const BATCH: usize = 32 * 1024 * 1024;
+/// How much of a large file is read before its chunks are processed; a
+/// file's reader runs one batch ahead of its chunks' processing.
+const BATCH: usize = 16 * 1024 * 1024;
 
 /// The snapshot a run compares with, readable with a full key.
 pub struct ParentSnapshot<'a> {
@@ -414,42 +415,78 @@ impl<'a> Archiver<'a> {
         Ok(extents)
     }
 
+    /// Reads, chunks and stores one data region. A region longer than one
+    /// batch is read and chunked on a thread of its own, a batch ahead of
+    /// the threads that hash, compress and seal its chunks.
     fn read_region(&self, file: &File, start: u64, end: u64, out: &mut Vec<Extent>) -> Result<()> {
-        let mut buf: Vec<u8> = Vec::new();
-        let mut off = start;
-        let mut eof = false;
-        while !eof || !buf.is_empty() {
-            let want = (BATCH + self.chunker.max_size()).saturating_sub(buf.len());
-            if !eof && want > 0 {
-                let n = (want as u64).min(end - off) as usize;
-                let old = buf.len();
-                buf.resize(old + n, 0);
-                let got = read_full_at(file, &mut buf[old..], off).map_err(SourceError)?;
-                buf.truncate(old + got);
-                off += got as u64;
-                self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
-                if got < n || off >= end {
-                    eof = true;
+        if end - start <= BATCH as u64 {
+            let mut buf = vec![0; (end - start) as usize];
+            let got = read_full_at(file, &mut buf, start).map_err(SourceError)?;
+            buf.truncate(got);
+            self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
+            let (lens, _) = self.chunker.split(&buf, true);
+            return self.store_chunks(&buf, &lens, out);
+        }
+        advise_sequential(file, start, end);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<(Vec<u8>, Vec<usize>)>>(1);
+            // Batches processed come back to be filled again.
+            let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+            s.spawn(move || {
+                let mut carry: Vec<u8> = Vec::new();
+                let mut off = start;
+                loop {
+                    let n = (BATCH as u64).min(end - off) as usize;
+                    let mut buf = spare.try_recv().unwrap_or_default();
+                    buf.clear();
+                    buf.reserve_exact(carry.len() + n);
+                    buf.extend_from_slice(&carry);
+                    buf.resize(carry.len() + n, 0);
+                    let got = match read_full_at(file, &mut buf[carry.len()..], off) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    buf.truncate(carry.len() + got);
+                    off += got as u64;
+                    self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
+                    let eof = got < n || off >= end;
+                    let (lens, used) = self.chunker.split(&buf, eof);
+                    carry = buf[used..].to_vec();
+                    if tx.send(Ok((buf, lens))).is_err() || eof {
+                        return;
+                    }
                 }
+            });
+            for batch in rx {
+                let (buf, lens) = batch.map_err(SourceError)?;
+                self.store_chunks(&buf, &lens, out)?;
+                let _ = back.send(buf);
             }
-            let (lens, used) = self.chunker.split(&buf, eof);
-            let mut chunks = Vec::with_capacity(lens.len());
-            let mut p = 0;
-            for l in lens {
-                chunks.push(&buf[p..p + l]);
-                p += l;
-            }
-            let ids: Vec<Id> = chunks
-                .par_iter()
-                .map(|c| self.writer.add_blob(BlobKind::Data, c))
-                .collect::<Result<_>>()?;
-            for (id, c) in ids.into_iter().zip(&chunks) {
-                out.push(Extent::Data {
-                    id,
-                    len: c.len() as u32,
-                });
-            }
-            buf.drain(..used);
+            Ok(())
+        })
+    }
+
+    /// Stores consecutive chunks of `buf`, of lengths `lens`, in parallel;
+    /// appends their extents in order.
+    fn store_chunks(&self, buf: &[u8], lens: &[usize], out: &mut Vec<Extent>) -> Result<()> {
+        let mut chunks = Vec::with_capacity(lens.len());
+        let mut p = 0;
+        for &l in lens {
+            chunks.push(&buf[p..p + l]);
+            p += l;
+        }
+        let ids: Vec<Id> = chunks
+            .par_iter()
+            .map(|c| self.writer.add_blob(BlobKind::Data, c))
+            .collect::<Result<_>>()?;
+        for (id, c) in ids.into_iter().zip(&chunks) {
+            out.push(Extent::Data {
+                id,
+                len: c.len() as u32,
+            });
         }
         Ok(())
     }

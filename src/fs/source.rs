@@ -43,6 +43,21 @@ pub fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     Ok(got)
 }
 
+/// Tells the kernel a region will be read once, front to back: a larger
+/// readahead. Only a hint; failure changes nothing.
+pub fn advise_sequential(f: &File, start: u64, end: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise on a descriptor we own; it reads no memory.
+    unsafe {
+        libc::posix_fadvise(
+            f.as_raw_fd(),
+            start as libc::off_t,
+            (end - start) as libc::off_t,
+            libc::POSIX_FADV_SEQUENTIAL,
+        );
+    }
+}
+
 /// The data regions of a file, by SEEK_DATA/SEEK_HOLE; the whole file if
 /// the filesystem cannot tell.
 pub fn data_regions(f: &File, size: u64) -> Vec<(u64, u64)> {

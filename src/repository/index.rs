@@ -314,15 +314,21 @@ pub fn write_index_file(
     repo_id: &Id,
     packs: Vec<PackEntries>,
 ) -> Result<Id> {
+    write_index_file_with(backend, &subkeys.index, repo_id, packs)
+}
+
+/// [`write_index_file`] with the index subkey alone.
+pub fn write_index_file_with(
+    backend: &dyn Backend,
+    index_key: &SecretKey,
+    repo_id: &Id,
+    packs: Vec<PackEntries>,
+) -> Result<Id> {
     let file = IndexFile {
         format: FORMAT_VERSION,
         packs,
     };
-    let sealed = aead::seal_salted(
-        &subkeys.index,
-        &aad(index::SEAL_KIND, repo_id, &[]),
-        &encode(&file),
-    )?;
+    let sealed = aead::seal_salted(index_key, &aad(index::SEAL_KIND, repo_id, &[]), &encode(&file))?;
     let id = Id::of_bytes(&sealed);
     backend
         .write(Kind::Index, &id.to_hex(), &sealed)

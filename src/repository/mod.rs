@@ -7,6 +7,7 @@ pub mod index;
 pub mod lock;
 pub mod packer;
 pub mod packs;
+pub mod packstore;
 pub mod policy;
 pub mod prune;
 pub mod reader;

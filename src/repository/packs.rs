@@ -9,6 +9,7 @@ use crate::crypto::subkeys::Subkeys;
 use crate::format::index::PackEntries;
 use crate::format::pack::{self, PackHeader, TRAILER_LEN};
 use crate::format::{FORMAT_VERSION, Id, aad, decode};
+use sha2::{Digest, Sha256};
 
 /// Opens a sealed header and checks that every blob lies inside the body.
 pub fn parse_header(
@@ -39,10 +40,23 @@ pub fn parse_header(
 /// Verifies a whole pack: its name is the SHA-256 of its bytes, its header
 /// opens, and the header's body hash matches the body. Returns its entries.
 pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Result<PackEntries> {
-    if Id::of_bytes(bytes) != *pack {
+    let size = bytes.len() as u64;
+    // One pass over the bytes: the body's hash, then on over the header and
+    // trailer, the pack's name. Where the trailer does not place a header,
+    // the whole is hashed, and the name decides first.
+    let trailer = bytes
+        .len()
+        .checked_sub(TRAILER_LEN)
+        .and_then(|t| pack::parse_trailer(&bytes[t..]).ok())
+        .filter(|h| h + TRAILER_LEN <= bytes.len());
+    let body_end = trailer.map_or(bytes.len(), |h| bytes.len() - TRAILER_LEN - h);
+    let mut hash = Sha256::new();
+    hash.update(&bytes[..body_end]);
+    let body_sha256: [u8; 32] = hash.clone().finalize().into();
+    hash.update(&bytes[body_end..]);
+    if Id(hash.finalize().into()) != *pack {
         bail!("pack {pack} is damaged: its content does not match its name");
     }
-    let size = bytes.len() as u64;
     if bytes.len() < TRAILER_LEN {
         bail!("pack {pack} is too short to be a pack");
     }
@@ -51,7 +65,6 @@ pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Resul
     if hlen + TRAILER_LEN > bytes.len() {
         bail!("pack {pack} is damaged: its header length is out of range");
     }
-    let body_end = bytes.len() - TRAILER_LEN - hlen;
     let header = parse_header(
         subkeys,
         repo_id,
@@ -59,7 +72,7 @@ pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Resul
         &bytes[body_end..bytes.len() - TRAILER_LEN],
         size,
     )?;
-    if crate::crypto::sha256(&bytes[..body_end]) != header.body_sha256 {
+    if body_sha256 != header.body_sha256 {
         bail!("pack {pack} is damaged: its body is not the one its header describes");
     }
     Ok(PackEntries {

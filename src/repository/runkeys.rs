@@ -59,8 +59,13 @@ impl RunKeys {
     }
 
     pub fn seal_blob(&self, kind: BlobKind, id: &Id, repo_id: &Id, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.seal_blob_parts(kind, id, repo_id, &[plaintext])
+    }
+
+    /// [`Self::seal_blob`] of the concatenation of `parts`.
+    pub fn seal_blob_parts(&self, kind: BlobKind, id: &Id, repo_id: &Id, parts: &[&[u8]]) -> Result<Vec<u8>> {
         self.budget.take()?;
-        aead::seal(self.key(kind), &blob_aad(kind, id, repo_id), plaintext)
+        aead::seal_parts(self.key(kind), &blob_aad(kind, id, repo_id), parts)
     }
 
     pub fn open_blob(

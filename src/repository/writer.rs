@@ -12,13 +12,12 @@
 //! again) and never spreads into new snapshots.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
-use crate::backend::Kind;
 use crate::cache::Cache;
 use crate::crypto::subkeys::hmac;
 use crate::format::index::{BlobEntry, PackEntries};
@@ -28,17 +27,16 @@ use crate::keys::Key;
 
 use super::Repository;
 use super::index::{self, Index};
-use super::packer::{FinishedPack, Packer};
+use super::packer::Packer;
 use super::packs;
+use super::packstore::{PackStore, write_index};
 use super::runkeys::RunKeys;
 use super::snapshots;
 use super::trust::RunSigner;
 
 const DATA_PACK_TARGET: usize = 16 * 1024 * 1024;
 const TREE_PACK_TARGET: usize = 4 * 1024 * 1024;
-/// Index files are written every this many packs, so an interrupted run's
-/// work is found without reading pack headers.
-pub const PACKS_PER_INDEX_FILE: usize = 64;
+pub use super::packstore::PACKS_PER_INDEX_FILE;
 /// zstd level: fast, and within a few percent of level 3's ratio.
 const ZSTD_LEVEL: i32 = 1;
 
@@ -57,8 +55,8 @@ pub struct Writer<'a> {
     pending: Mutex<HashSet<Id>>,
     data: Mutex<Packer>,
     trees: Mutex<Packer>,
-    unindexed: Mutex<Vec<PackEntries>>,
-    pub bytes_added: AtomicU64,
+    store: PackStore,
+    pub bytes_added: Arc<AtomicU64>,
     pub blobs_added: AtomicU64,
 }
 
@@ -107,6 +105,13 @@ impl<'a> Writer<'a> {
         let signer = RunSigner::of(key)?;
         let run = RunKeys::new(&signer.fingerprint())?;
         run.write_envelope(repo, &signer)?;
+        let bytes_added = Arc::new(AtomicU64::new(0));
+        let store = PackStore::new(
+            repo.backend.clone(),
+            shared.subkeys.index.clone(),
+            repo.id(),
+            bytes_added.clone(),
+        );
         Ok(Writer {
             repo,
             key,
@@ -117,8 +122,8 @@ impl<'a> Writer<'a> {
             pending: Mutex::new(HashSet::new()),
             data: Mutex::new(Packer::new(DATA_PACK_TARGET)),
             trees: Mutex::new(Packer::new(TREE_PACK_TARGET)),
-            unindexed: Mutex::new(Vec::new()),
-            bytes_added: AtomicU64::new(0),
+            store,
+            bytes_added,
             blobs_added: AtomicU64::new(0),
         })
     }
@@ -156,18 +161,16 @@ impl<'a> Writer<'a> {
         if self.stored(&id) || !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
             return Ok(());
         }
-        let mut plain = Vec::with_capacity(data.len() + 1);
-        match compress(data) {
-            Some(c) if c.len() + 64 < data.len() => {
-                plain.push(ZSTD);
-                plain.extend_from_slice(&c);
-            }
-            _ => {
-                plain.push(RAW);
-                plain.extend_from_slice(data);
-            }
-        }
-        let sealed = self.run.seal_blob(kind, &id, &self.repo.id(), &plain)?;
+        let compressed = compress(data).filter(|c| c.len() + 64 < data.len());
+        let sealed = match &compressed {
+            Some(c) => self
+                .run
+                .seal_blob_parts(kind, &id, &self.repo.id(), &[&[ZSTD], c])?,
+            None => self
+                .run
+                .seal_blob_parts(kind, &id, &self.repo.id(), &[&[RAW], data])?,
+        };
+        drop(compressed);
         let entry = BlobEntry {
             id,
             kind,
@@ -181,70 +184,38 @@ impl<'a> Writer<'a> {
             BlobKind::Data => &self.data,
             BlobKind::Tree => &self.trees,
         };
-        let finished = {
+        let full = {
             let mut p = packer.lock().unwrap_or_else(|e| e.into_inner());
-            if p.add(entry, &sealed) {
-                p.finish(&self.key.shared().subkeys, &self.repo.id())?
-            } else {
-                None
+            if p.is_empty() && kind == BlobKind::Data {
+                p.give(self.store.buffer(DATA_PACK_TARGET));
             }
+            if p.add(entry, &sealed) { p.take() } else { None }
         };
-        if let Some(f) = finished {
-            self.store_pack(f)?;
+        drop(sealed);
+        match full {
+            Some(body) => self.store.send(body),
+            None => self.store.check(),
         }
-        Ok(())
-    }
-
-    fn store_pack(&self, pack: FinishedPack) -> Result<()> {
-        self.repo
-            .backend
-            .write(Kind::Packs, &pack.id.to_hex(), &pack.bytes)
-            .with_context(|| format!("writing pack {}", pack.id))?;
-        self.bytes_added
-            .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
-        let batch = {
-            let mut u = self.unindexed.lock().unwrap_or_else(|e| e.into_inner());
-            u.push(pack.entries);
-            if u.len() >= PACKS_PER_INDEX_FILE {
-                Some(std::mem::take(&mut *u))
-            } else {
-                None
-            }
-        };
-        if let Some(b) = batch {
-            self.write_index(b)?;
-        }
-        Ok(())
-    }
-
-    fn write_index(&self, packs: Vec<PackEntries>) -> Result<()> {
-        let id = index::write_index_file(
-            self.repo.backend.as_ref(),
-            &self.key.shared().subkeys,
-            &self.repo.id(),
-            packs,
-        )?;
-        if let Ok(size) = self.repo.backend.stat(Kind::Index, &id.to_hex()) {
-            self.bytes_added.fetch_add(size, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     /// Flushes packs and index, then signs and writes the manifest.
     pub fn finish(self, mut catalog: Catalog) -> Result<(Id, Catalog)> {
         let shared = self.key.shared();
         for packer in [&self.data, &self.trees] {
-            let f = packer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .finish(&shared.subkeys, &self.repo.id())?;
-            if let Some(f) = f {
-                self.store_pack(f)?;
+            let body = packer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(body) = body {
+                self.store.send(body)?;
             }
         }
-        let rest = std::mem::take(&mut *self.unindexed.lock().unwrap_or_else(|e| e.into_inner()));
+        let rest = self.store.close()?;
         if !rest.is_empty() {
-            self.write_index(rest)?;
+            write_index(
+                self.repo.backend.as_ref(),
+                &shared.subkeys.index,
+                &self.repo.id(),
+                rest,
+                &self.bytes_added,
+            )?;
         }
         catalog.summary.bytes_added = self.bytes_added.load(Ordering::Relaxed);
         catalog.summary.blobs_added = self.blobs_added.load(Ordering::Relaxed);
@@ -266,13 +237,34 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Blobs at least this long are sampled before they are compressed.
+const SAMPLE_FROM: usize = 128 * 1024;
+/// The sample: this many slices of this many bytes, spread over the blob.
+const SAMPLES: usize = 8;
+const SAMPLE_LEN: usize = 4096;
+
+/// The blob compressed, unless that saves nothing. A large blob is first
+/// judged by a sample: compressed data, media and ciphertext (which zstd
+/// cannot shrink) cost a few microseconds instead of a full pass.
 fn compress(data: &[u8]) -> Option<Vec<u8>> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
             *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
         }
-        c.as_mut()?.compress(data).ok()
+        let c = c.as_mut()?;
+        if data.len() >= SAMPLE_FROM {
+            let step = data.len() / SAMPLES;
+            let mut sample = Vec::with_capacity(SAMPLES * SAMPLE_LEN);
+            for i in 0..SAMPLES {
+                sample.extend_from_slice(&data[i * step..i * step + SAMPLE_LEN]);
+            }
+            // Less than 2 % saved on the sample: store the blob raw.
+            if c.compress(&sample).ok()?.len() * 50 > sample.len() * 49 {
+                return None;
+            }
+        }
+        c.compress(data).ok()
     })
 }
 
