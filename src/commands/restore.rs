@@ -41,12 +41,15 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
             crate::progress::bytes(restorer.bytes.load(std::sync::atomic::Ordering::Relaxed))
         )
     };
+    let pool = crate::fs::io_pool(4)?;
     crate::progress::run(show, line, || {
-        if rel.as_os_str().is_empty() {
-            restorer.restore_into_base(&node)
-        } else {
-            restorer.restore_at(&node, &rel)
-        }
+        pool.install(|| {
+            if rel.as_os_str().is_empty() {
+                restorer.restore_into_base(&node)
+            } else {
+                restorer.restore_at(&node, &rel)
+            }
+        })
     })?;
     let errors = restorer.errors();
     if ctx.global.json {

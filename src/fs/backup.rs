@@ -77,6 +77,7 @@ impl<'a> Archiver<'a> {
         old_cache: FilesCache,
         parent: Option<ParentSnapshot<'a>>,
     ) -> Self {
+        let last_run = old_cache.entries.len();
         Archiver {
             writer,
             chunker,
@@ -86,7 +87,11 @@ impl<'a> Archiver<'a> {
             run_start: Timestamp::now(),
             old_cache,
             parent,
-            new_cache: Mutex::new(FilesCache::default()),
+            // As large as the last run's from the start: no table is
+            // rehashed, and the peak stays one table of each.
+            new_cache: Mutex::new(FilesCache {
+                entries: HashMap::with_capacity(last_run),
+            }),
             hardlinks: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
             files_new: AtomicU64::new(0),

@@ -109,7 +109,10 @@ impl Index {
         // written since: a backup does not re-read the whole index.
         if let Some((table, covered)) = find_table(cache, &subkeys.cache, repo_id, &names) {
             let missing: Vec<&String> = names.iter().filter(|n| !covered.contains(*n)).collect();
-            if missing.len() <= MAX_FILES_OUTSIDE_TABLE {
+            // Most of the index outside the table (a young repository): the
+            // table is rebuilt, which costs little more than reading the
+            // files outside it, and holds them in a fraction of the memory.
+            if missing.len() <= MAX_FILES_OUTSIDE_TABLE && missing.len() * 2 < names.len() {
                 let mut index = Index::from_table(table);
                 for p in read(&missing).0 {
                     index.insert_pack(&p);

@@ -294,3 +294,43 @@ fn recover_unindexed(
     }
     recovered
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        getrandom::fill(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn incompressible_blobs_are_stored_raw_and_text_is_compressed() {
+        // Random bytes, large and small: nothing saved, nothing kept.
+        assert!(compress(&random(4 << 20)).is_none());
+        assert!(compress(&random(100_000)).is_none_or(|c| c.len() + 64 >= 100_000));
+        // Text compresses, whether sampled or not.
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {i}: the quick brown fox\n").into_bytes())
+            .collect();
+        let c = compress(&text).expect("text compresses");
+        assert!(c.len() * 4 < text.len());
+        assert_eq!(zstd::bulk::decompress(&c, text.len()).unwrap(), text);
+        // Text with random runs between the samples still compresses: the
+        // sample decides only for data that is random where it looks.
+        let mut mixed = text[..1 << 20].to_vec();
+        mixed.extend_from_slice(&random(1 << 20));
+        assert!(compress(&mixed).is_some_and(|c| c.len() < mixed.len() * 3 / 4));
+    }
+
+    #[test]
+    fn large_random_blobs_are_refused_by_the_sample_alone() {
+        // A full compression of random bytes returns a (larger) result; only
+        // the sample returns nothing, so this shows the sample decided.
+        assert!(compress(&random(8 << 20)).is_none());
+        assert!(compress(&random(SAMPLE_FROM)).is_none());
+        let small = random(SAMPLE_FROM - 1);
+        assert!(compress(&small).is_some_and(|c| c.len() + 64 >= small.len()));
+    }
+}
