@@ -26,9 +26,10 @@ use super::packer::PackBody;
 /// Index files are written every this many packs, so an interrupted run's
 /// work is found without reading pack headers.
 pub const PACKS_PER_INDEX_FILE: usize = 64;
-/// Packs sealed and stored at once: one hashing while another is written
-/// and fsynced, and a third uploading to a remote store.
-const THREADS: usize = 1;
+/// Packs sealed and stored at once: one written while the other waits for
+/// its fsync (or upload). One alone made the 1 GiB backup wait on the disk
+/// (3.5 s against 2.0 s); three were no faster and held 16 MiB more.
+const THREADS: usize = 2;
 
 struct Shared {
     backend: Arc<dyn Backend>,
