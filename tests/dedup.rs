@@ -10,6 +10,12 @@ fn n(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
+/// What a backup that stores no file data may still add: one small pack of
+/// the trees of the directories above the test's own (`/` down to
+/// `target/tmp`), whose times change whenever another test makes or removes
+/// its directory there. File data stored again would be hundreds of KiB.
+const ANCESTOR_TREES: u64 = 8 * 1024;
+
 #[test]
 fn appending_1mib_to_a_1gib_file_adds_only_a_few_mib() {
     let env = Env::new();
@@ -77,7 +83,7 @@ fn unchanged_files_are_not_read_again() {
     let fourth = env.backup(&[&src]);
     assert_eq!(n(&fourth, "files_unchanged"), 500, "{fourth}");
     assert_eq!(n(&fourth, "bytes_read"), 0, "{fourth}");
-    assert_eq!(n(&fourth, "bytes_added"), 0, "{fourth}");
+    assert!(n(&fourth, "bytes_added") < ANCESTOR_TREES, "{fourth}");
 
     // A damaged files cache is the same as none.
     let mut damaged = 0;
@@ -101,7 +107,7 @@ fn unchanged_files_are_not_read_again() {
     clear_cache();
     let again = writer(&["--json", "backup", src_s]);
     assert_eq!(n(&again, "files_new"), 500, "{again}");
-    assert_eq!(n(&again, "bytes_added"), 0, "{again}");
+    assert!(n(&again, "bytes_added") < ANCESTOR_TREES, "{again}");
 }
 
 #[test]
