@@ -8,7 +8,7 @@
 //! waits for them with `sigwait` and then cleans up as ordinary code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use crate::backend::{Backend, Kind};
 
@@ -27,6 +27,16 @@ static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
 type Action = Box<dyn FnOnce() + Send>;
 static ON_SIGNAL: Mutex<Option<Action>> = Mutex::new(None);
 static NEXT: AtomicU64 = AtomicU64::new(0);
+/// Read while a temporary file is created; taken for good on interruption,
+/// before this process's temporaries are removed, so that none is created
+/// after (the threads storing packs go on until the process exits).
+static TEMPORARIES: RwLock<()> = RwLock::new(());
+
+/// Held while creating a temporary file: an interruption waits for the
+/// creation, and after it none is created.
+pub fn creating_temporary() -> RwLockReadGuard<'static, ()> {
+    TEMPORARIES.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Registers a held lock, to be removed if the process is interrupted;
 /// returns the token that [`release`] takes.
@@ -91,6 +101,7 @@ pub fn install() {
 
 fn interrupted() -> ! {
     eprintln!("strongroom: interrupted");
+    let _no_more_temporaries = TEMPORARIES.write().unwrap_or_else(|e| e.into_inner());
     let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     // The lock names stay locked until the process ends, so no refresher
     // can put a new lock object in place of the one removed here.

@@ -91,10 +91,13 @@ impl Local {
     /// `data` in a temporary file of `tmp/`, synced, ready to move to `dest`.
     fn staged(&self, dest: &Path, data: &[u8]) -> Result<tempfile::NamedTempFile> {
         let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(own_temporary_prefix())
-            .tempfile_in(&tmp_dir)
-            .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
+        let mut tmp = {
+            let _gate = crate::interrupt::creating_temporary();
+            tempfile::Builder::new()
+                .prefix(own_temporary_prefix())
+                .tempfile_in(&tmp_dir)
+                .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?
+        };
         tmp.write_all(data)
             .and_then(|_| tmp.as_file().sync_all())
             .with_context(|| format!("writing {}", dest.display()))?;
