@@ -392,6 +392,11 @@ impl Tmpfs {
         ));
         Tmpfs(at.to_path_buf())
     }
+
+    /// Gives the mounted tmpfs a new size, keeping what it holds.
+    pub fn resize(&self, size: &str) {
+        sh(&format!("mount -o remount,size={size} {}", self.0.display()));
+    }
 }
 
 impl Drop for Tmpfs {
