@@ -110,6 +110,70 @@ fn unchanged_files_are_not_read_again() {
     assert!(n(&again, "bytes_added") < ANCESTOR_TREES, "{again}");
 }
 
+/// Every file's xattrs below `dir`, as getfattr lists them (relative names).
+fn xattrs_below(dir: &std::path::Path) -> String {
+    let o = std::process::Command::new("getfattr")
+        .args(["-R", "-d", "-m", "-", "-e", "hex", "."])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn xattrs_of_unchanged_files_come_from_the_cache_and_a_change_is_seen() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for f in ["a", "b", "d/c"] {
+        std::fs::write(src.join(f), format!("{f}\n")).unwrap();
+    }
+    sh(&format!(
+        "cd {} && setfattr -n user.one -v 1 a && setfattr -n user.bin -v 0x00ff d/c",
+        src.display()
+    ));
+    std::thread::sleep(Duration::from_millis(1100));
+    let restored_xattrs = || {
+        let out = env.restore_matches("latest", &src);
+        xattrs_below(&util::under(&out, &src))
+    };
+    let want = xattrs_below(&src);
+    assert!(want.contains("user.one") && want.contains("user.bin"), "{want}");
+    env.backup(&[&src]);
+    // Unchanged: content and xattrs come from the files cache.
+    let second = env.backup(&[&src]);
+    assert_eq!(n(&second, "files_unchanged"), 3, "{second}");
+    assert_eq!(restored_xattrs(), want);
+
+    // Setting, changing and removing xattrs changes only the ctime: each
+    // such file is looked at again, through the files cache and, without
+    // it, through the parent snapshot's trees.
+    let changes = [
+        "setfattr -n user.one -v 2 a && setfattr -n user.new -v x b && setfattr -x user.bin d/c",
+        "setfattr -n user.one -v 3 a && setfattr -x user.new b && setfattr -n user.bin -v 0x01 d/c",
+    ];
+    for (round, change) in changes.iter().enumerate() {
+        sh(&format!("cd {} && {change}", src.display()));
+        let clear_cache = round == 1;
+        std::thread::sleep(Duration::from_millis(1100));
+        if clear_cache {
+            for e in std::fs::read_dir(env.path("cache")).unwrap() {
+                std::fs::remove_dir_all(e.unwrap().path()).unwrap();
+            }
+        }
+        let want = xattrs_below(&src);
+        let run = env.backup(&[&src]);
+        assert_eq!(n(&run, "files_unchanged"), 0, "{run}");
+        assert_eq!(restored_xattrs(), want, "round {round}");
+        // And the next, unchanged run keeps them.
+        let run = env.backup(&[&src]);
+        assert_eq!(n(&run, "files_unchanged"), 3, "{run}");
+        assert_eq!(restored_xattrs(), want, "round {round}, unchanged");
+    }
+}
+
 #[test]
 fn killed_backup_leaves_no_snapshot_and_its_packs_are_reused() {
     let env = Env::new();

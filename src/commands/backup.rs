@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     // Without a files cache, a full key can still tell unchanged files by
     // the parent snapshot's trees (a writer key cannot read them).
     let reader = match (&key, parent) {
-        (Key::Full(k), Some(_)) if old_cache.entries.is_empty() => Some(Reader::open(&repo, k, &cache)?),
+        (Key::Full(k), Some(_)) if old_cache.is_empty() => Some(Reader::open(&repo, k, &cache)?),
         _ => None,
     };
     let parent_trees = reader

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -25,9 +26,10 @@ use crate::repository::reader::Reader;
 use crate::repository::writer::Writer;
 
 use super::exclude::Excludes;
-use super::filescache::{CachedFile, FilesCache};
-use super::meta::{Names, node_from_metadata, read_xattrs};
-use super::source::{SourceError, advise_sequential, data_regions, open_noatime, read_full_at};
+use super::filescache::{CachedFile, FilesCache, NewFilesCache};
+use super::meta::{Names, node_from_stat, read_xattrs};
+use super::place::{Place, Stat, read_dir_names};
+use super::source::{SourceError, advise_sequential, data_regions, read_full_at};
 
 /// Files whose mtime or ctime lie this close to the run's start may still be
 /// changing within one timestamp tick: they are read and not remembered.
@@ -35,6 +37,9 @@ const GRANULARITY_NS: i128 = 1_000_000_000;
 /// How much of a large file is read before its chunks are processed; a
 /// file's reader runs one batch ahead of its chunks' processing.
 const BATCH: usize = 16 * 1024 * 1024;
+
+/// Extended attributes: (name, value), sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The snapshot a run compares with, readable with a full key.
 pub struct ParentSnapshot<'a> {
@@ -54,7 +59,7 @@ pub struct Archiver<'a> {
     /// With a full key: the parent snapshot's trees, consulted for files
     /// the files cache does not know.
     parent: Option<ParentSnapshot<'a>>,
-    new_cache: Mutex<FilesCache>,
+    new_cache: Mutex<NewFilesCache>,
     /// Content of multiply-linked files already read, by (dev, inode).
     hardlinks: Mutex<HashMap<(u64, u64), Vec<Extent>>>,
     errors: Mutex<Vec<String>>,
@@ -77,7 +82,7 @@ impl<'a> Archiver<'a> {
         old_cache: FilesCache,
         parent: Option<ParentSnapshot<'a>>,
     ) -> Self {
-        let last_run = old_cache.entries.len();
+        let new_cache = NewFilesCache::like(&old_cache);
         Archiver {
             writer,
             chunker,
@@ -87,11 +92,7 @@ impl<'a> Archiver<'a> {
             run_start: Timestamp::now(),
             old_cache,
             parent,
-            // As large as the last run's from the start: no table is
-            // rehashed, and the peak stays one table of each.
-            new_cache: Mutex::new(FilesCache {
-                entries: HashMap::with_capacity(last_run),
-            }),
+            new_cache: Mutex::new(new_cache),
             hardlinks: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
             files_new: AtomicU64::new(0),
@@ -136,7 +137,7 @@ impl<'a> Archiver<'a> {
         )
     }
 
-    pub fn into_parts(self) -> (Summary, Vec<String>, FilesCache) {
+    pub fn into_parts(self) -> (Summary, Vec<String>, NewFilesCache) {
         let summary = Summary {
             files_new: self.files_new.into_inner(),
             files_changed: self.files_changed.into_inner(),
@@ -184,14 +185,15 @@ impl<'a> Archiver<'a> {
                 let cpath = path.join(std::ffi::OsStr::from_bytes(name));
                 let was = before.get(name);
                 if child.whole {
-                    if let Some(n) = a.entry(&cpath, None, was)? {
+                    if let Some(n) = a.entry(Place::top(&cpath), None, was)? {
                         nodes.push(n);
                     }
                     continue;
                 }
-                let meta = std::fs::symlink_metadata(&cpath)
+                let meta = Place::top(&cpath)
+                    .lstat()
                     .with_context(|| format!("reading {}", cpath.display()))?;
-                let mut n = node_from_metadata(std::ffi::OsStr::from_bytes(name), &meta, &a.names);
+                let mut n = node_from_stat(std::ffi::OsStr::from_bytes(name), &meta, &a.names);
                 n.xattrs = read_xattrs(&cpath).unwrap_or_default();
                 n.subtree = Some(build(a, &cpath, child, was.and_then(|w| w.subtree))?);
                 nodes.push(n);
@@ -200,7 +202,7 @@ impl<'a> Archiver<'a> {
         }
         let parent_root = self.parent.as_ref().map(|p| p.tree);
         if root.whole {
-            return self.dir_tree(Path::new("/"), None, parent_root);
+            return self.dir_tree(Place::top(Path::new("/")), None, parent_root);
         }
         build(self, Path::new("/"), &root, parent_root)
     }
@@ -228,28 +230,32 @@ impl<'a> Archiver<'a> {
     }
 
     /// The tree of a directory's entries.
-    fn dir_tree(&self, dir: &Path, dev: Option<u64>, parent: Option<Id>) -> Result<Id> {
+    fn dir_tree(&self, dir: Place, dev: Option<u64>, parent: Option<Id>) -> Result<Id> {
         let before = self.parent_nodes(parent);
-        let entries = match super::meta::read_dir_names(dir) {
-            Ok(e) => e,
+        let (fd, entries) = match dir.open_dir().and_then(|fd| Ok((read_dir_names(&fd)?, fd))) {
+            Ok((entries, fd)) => (fd, entries),
             Err(e) => {
-                self.error(dir, e);
-                Vec::new()
+                self.error(dir.path, e);
+                return self.store_tree(Vec::new());
             }
         };
         let nodes: Vec<Option<Node>> = entries
             .par_iter()
-            .map(|name| self.entry(&dir.join(name), dev, before.get(name.as_bytes())))
+            .map(|name| {
+                let path = dir.path.join(name);
+                self.entry(Place::within(fd.as_fd(), &path), dev, before.get(name.as_bytes()))
+            })
             .collect::<Result<_>>()?;
         self.store_tree(nodes.into_iter().flatten().collect())
     }
 
     /// One entry; `None` if excluded or unreadable (the latter reported).
-    fn entry(&self, path: &Path, parent_dev: Option<u64>, was: Option<&Node>) -> Result<Option<Node>> {
+    fn entry(&self, place: Place, parent_dev: Option<u64>, was: Option<&Node>) -> Result<Option<Node>> {
+        let path = place.path;
         if self.excludes.excluded(path) {
             return Ok(None);
         }
-        let meta = match std::fs::symlink_metadata(path) {
+        let meta = match place.lstat() {
             Ok(m) => m,
             Err(e) => {
                 self.error(path, e);
@@ -257,32 +263,33 @@ impl<'a> Archiver<'a> {
             }
         };
         let name = path.file_name().unwrap_or(path.as_os_str());
-        let mut node = node_from_metadata(name, &meta, &self.names);
-        match read_xattrs(path) {
-            Ok(x) => node.xattrs = x,
-            Err(e) => self.error(path, format!("reading extended attributes: {e}")),
+        let mut node = node_from_stat(name, &meta, &self.names);
+        // A file's xattrs come with its content: from the files cache when
+        // it is unchanged.
+        if node.kind != NodeKind::File {
+            node.xattrs = self.xattrs(path).unwrap_or_default();
         }
         match node.kind {
             NodeKind::Dir => {
-                let crosses = self.one_file_system && parent_dev.is_some_and(|d| d != meta.dev());
+                let crosses = self.one_file_system && parent_dev.is_some_and(|d| d != meta.dev);
                 node.size = 0;
                 node.subtree = Some(if crosses {
                     self.store_tree(Vec::new())?
                 } else {
-                    self.dir_tree(path, Some(meta.dev()), was.and_then(|w| w.subtree))?
+                    self.dir_tree(place, Some(meta.dev), was.and_then(|w| w.subtree))?
                 });
             }
-            NodeKind::Symlink => match std::fs::read_link(path) {
-                Ok(t) => node.target = t.as_os_str().as_bytes().to_vec(),
+            NodeKind::Symlink => match place.read_link() {
+                Ok(t) => node.target = t,
                 Err(e) => {
                     self.error(path, e);
                     return Ok(None);
                 }
             },
             NodeKind::File => {
-                self.bytes_total.fetch_add(meta.size(), Ordering::Relaxed);
-                match self.file_content(path, &meta, was.filter(|w| w.kind == NodeKind::File)) {
-                    Ok(c) => node.content = c,
+                self.bytes_total.fetch_add(meta.size, Ordering::Relaxed);
+                match self.file_content(place, &meta, was.filter(|w| w.kind == NodeKind::File)) {
+                    Ok((c, x)) => (node.content, node.xattrs) = (c, x),
                     Err(e) => {
                         if e.downcast_ref::<SourceError>().is_some() {
                             self.error(path, format!("{e:#}"));
@@ -297,106 +304,127 @@ impl<'a> Archiver<'a> {
         Ok(Some(node))
     }
 
-    fn file_content(&self, path: &Path, meta: &std::fs::Metadata, was: Option<&Node>) -> Result<Vec<Extent>> {
-        let key = path.as_os_str().as_bytes().to_vec();
-        let mtime = Timestamp {
-            sec: meta.mtime(),
-            nsec: meta.mtime_nsec() as u32,
-        };
-        let ctime = Timestamp {
-            sec: meta.ctime(),
-            nsec: meta.ctime_nsec() as u32,
-        };
+    /// An entry's xattrs; `None` (reported) if they cannot be read.
+    fn xattrs(&self, path: &Path) -> Option<Xattrs> {
+        read_xattrs(path)
+            .map_err(|e| self.error(path, format!("reading extended attributes: {e}")))
+            .ok()
+    }
+
+    /// A file's content and xattrs: as the files cache (or the parent
+    /// snapshot) has them if the file is unchanged, else read. Setting or
+    /// removing an xattr changes the ctime, so the cached xattrs are as
+    /// current as the cached content.
+    fn file_content(&self, place: Place, meta: &Stat, was: Option<&Node>) -> Result<(Vec<Extent>, Xattrs)> {
+        let path = place.path;
+        let key = path.as_os_str().as_bytes();
+        let (mtime, ctime) = (meta.mtime, meta.ctime);
         let settled = self.run_start.as_nanos() - mtime.as_nanos().max(ctime.as_nanos()) > GRANULARITY_NS;
         let fresh = CachedFile {
-            size: meta.size(),
+            size: meta.size,
             mtime,
             ctime,
-            inode: meta.ino(),
+            inode: meta.ino,
             content: Vec::new(),
-        };
-        // A parent's node counts only if it had settled when that run began.
-        let settled_then = |w: &&Node| {
-            self.parent.as_ref().is_some_and(|p| {
-                p.started.as_nanos() - w.mtime.as_nanos().max(w.ctime.as_nanos()) > GRANULARITY_NS
-            })
+            xattrs: Vec::new(),
         };
         let from_parent = || {
-            was.filter(settled_then).map(|w| CachedFile {
+            was.filter(|w| self.settled_in_parent(w)).map(|w| CachedFile {
                 size: w.size,
                 mtime: w.mtime,
                 ctime: w.ctime,
                 inode: w.inode,
                 content: w.content.clone(),
+                xattrs: w.xattrs.clone(),
             })
         };
-        let old = self.old_cache.entries.get(&key).cloned().or_else(from_parent);
-        if let Some(old) = &old {
-            let same = old.size == fresh.size
+        let (old, encoded) = match self.old_cache.get(key) {
+            Some((file, encoded)) => (Some(file), Some(encoded)),
+            None => (from_parent(), None),
+        };
+        let known = old.is_some();
+        let unchanged = |old: &CachedFile| {
+            old.size == fresh.size
                 && old.mtime == mtime
                 && old.ctime == ctime
-                && old.inode == fresh.inode;
-            if same
+                && old.inode == fresh.inode
                 && settled
                 && old.content.iter().all(|e| match e {
                     Extent::Data { id, .. } => self.writer.has_blob(id),
                     Extent::Hole { .. } => true,
                 })
-            {
-                self.files_unchanged.fetch_add(1, Ordering::Relaxed);
-                self.listed(2, "unchanged", path);
-                self.remember(key, old.clone());
-                return Ok(old.content.clone());
+        };
+        if let Some(old) = old.filter(unchanged) {
+            self.files_unchanged.fetch_add(1, Ordering::Relaxed);
+            self.listed(2, "unchanged", path);
+            let mut new = self.new_cache.lock().unwrap_or_else(|e| e.into_inner());
+            match encoded {
+                Some(e) => new.push_encoded(e),
+                None => new.push(key, &old),
             }
+            return Ok((old.content, old.xattrs));
         }
-        let link_key = (meta.dev(), meta.ino());
-        if meta.nlink() > 1
+        let xattrs = self.xattrs(path);
+        let link_key = (meta.dev, meta.ino);
+        if meta.nlink > 1
             && let Some(c) = self
                 .hardlinks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&link_key)
         {
-            return Ok(c.clone());
+            return Ok((c.clone(), xattrs.unwrap_or_default()));
         }
-        let content = self.read_file(path, meta)?;
-        if old.is_some() {
+        let content = self.read_file(place, meta)?;
+        if known {
             self.files_changed.fetch_add(1, Ordering::Relaxed);
             self.listed(1, "modified", path);
         } else {
             self.files_new.fetch_add(1, Ordering::Relaxed);
             self.listed(1, "new", path);
         }
-        if meta.nlink() > 1 {
+        if meta.nlink > 1 {
             self.hardlinks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(link_key, content.clone());
         }
-        if settled {
-            self.remember(
-                key,
-                CachedFile {
-                    content: content.clone(),
+        match xattrs {
+            // Xattrs that could not be read are read again next time.
+            Some(xattrs) if settled => {
+                let file = CachedFile {
+                    content,
+                    xattrs,
                     ..fresh
-                },
-            );
+                };
+                self.remember(key, &file);
+                Ok((file.content, file.xattrs))
+            }
+            x => Ok((content, x.unwrap_or_default())),
         }
-        Ok(content)
     }
 
-    fn remember(&self, key: Vec<u8>, f: CachedFile) {
+    /// Whether a parent snapshot's node had settled (its mtime and ctime
+    /// more than a timestamp tick old) when that run began: only then does
+    /// an equal mtime and ctime now mean nothing changed since.
+    fn settled_in_parent(&self, w: &Node) -> bool {
+        self.parent.as_ref().is_some_and(|p| {
+            p.started.as_nanos() - w.mtime.as_nanos().max(w.ctime.as_nanos()) > GRANULARITY_NS
+        })
+    }
+
+    fn remember(&self, key: &[u8], f: &CachedFile) {
         self.new_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .insert(key, f);
+            .push(key, f);
     }
 
     /// Reads a file's data regions (holes stay holes), chunking each.
-    fn read_file(&self, path: &Path, meta: &std::fs::Metadata) -> Result<Vec<Extent>> {
-        let file = open_noatime(path).map_err(SourceError)?;
-        let size = meta.size();
+    fn read_file(&self, place: Place, meta: &Stat) -> Result<Vec<Extent>> {
+        let path = place.path;
+        let file = place.open_file().map_err(SourceError)?;
+        let size = meta.size;
         let mut extents = Vec::new();
         let mut pos = 0u64;
         for (start, end) in data_regions(&file, size) {
@@ -411,7 +439,7 @@ impl<'a> Archiver<'a> {
             extents.push(Extent::Hole { len: size - pos });
         }
         let after = file.metadata().map_err(SourceError)?;
-        if after.size() != size || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() {
+        if after.size() != size || Stat::of(&after).mtime != meta.mtime {
             crate::warn(&format!(
                 "{} changed while it was read; the snapshot holds what was read",
                 path.display()

@@ -1,16 +1,15 @@
-//! Metadata the standard library does not reach: xattrs, owner names, and
-//! the `*at` calls that restore metadata without following symlinks.
+//! Metadata the standard library does not reach: xattrs and owner names.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::format::Timestamp;
 use crate::format::tree::{Node, NodeKind};
+
+use super::place::Stat;
 
 pub fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
@@ -127,85 +126,27 @@ pub fn kind_of(mode: u32) -> NodeKind {
 
 /// A node carrying everything `lstat` says; content, target, xattrs and
 /// subtree are filled in by the caller.
-pub fn node_from_metadata(name: &OsStr, m: &std::fs::Metadata, names: &Names) -> Node {
+pub fn node_from_stat(name: &OsStr, m: &Stat, names: &Names) -> Node {
     Node {
         name: name.as_bytes().to_vec(),
-        kind: kind_of(m.mode()),
-        mode: m.mode(),
-        uid: m.uid(),
-        gid: m.gid(),
-        user: names.user(m.uid()),
-        group: names.group(m.gid()),
-        size: m.size(),
-        blocks: m.blocks(),
-        atime: Timestamp {
-            sec: m.atime(),
-            nsec: m.atime_nsec() as u32,
-        },
-        mtime: Timestamp {
-            sec: m.mtime(),
-            nsec: m.mtime_nsec() as u32,
-        },
-        ctime: Timestamp {
-            sec: m.ctime(),
-            nsec: m.ctime_nsec() as u32,
-        },
-        dev: m.dev(),
-        inode: m.ino(),
-        nlink: m.nlink(),
-        rdev: m.rdev(),
+        kind: kind_of(m.mode),
+        mode: m.mode,
+        uid: m.uid,
+        gid: m.gid,
+        user: names.user(m.uid),
+        group: names.group(m.gid),
+        size: m.size,
+        blocks: m.blocks,
+        atime: m.atime,
+        mtime: m.mtime,
+        ctime: m.ctime,
+        dev: m.dev,
+        inode: m.ino,
+        nlink: m.nlink,
+        rdev: m.rdev,
         target: Vec::new(),
         xattrs: Vec::new(),
         content: Vec::new(),
         subtree: None,
     }
-}
-
-/// The names in a directory, read without updating its access time where
-/// the kernel allows (`O_NOATIME` needs ownership or root), so a backup
-/// leaves atimes, and therefore the next run's trees, as they were.
-pub fn read_dir_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-    use std::os::fd::IntoRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |flags| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | flags)
-            .open(dir)
-    };
-    let f = match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0)?,
-        r => r?,
-    };
-    let fd = f.into_raw_fd();
-    // SAFETY: fdopendir takes ownership of a valid directory descriptor;
-    // on failure we close it ourselves.
-    let d = unsafe { libc::fdopendir(fd) };
-    if d.is_null() {
-        let e = io::Error::last_os_error();
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    let mut names = Vec::new();
-    let result = loop {
-        // SAFETY: errno is thread-local; readdir on a stream we own.
-        unsafe { *libc::__errno_location() = 0 };
-        let ent = unsafe { libc::readdir64(d) };
-        if ent.is_null() {
-            let errno = unsafe { *libc::__errno_location() };
-            break if errno == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(errno))
-            };
-        }
-        // SAFETY: d_name is NUL-terminated within the entry.
-        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
-        if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
-        }
-    };
-    // SAFETY: closes the stream and its descriptor.
-    unsafe { libc::closedir(d) };
-    result.map(|_| names)
 }

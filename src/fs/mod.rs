@@ -6,6 +6,7 @@ pub mod beneath;
 pub mod exclude;
 pub mod filescache;
 pub mod meta;
+pub mod place;
 pub mod restore;
 pub mod source;
 

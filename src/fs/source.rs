@@ -3,8 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
 
 /// A failure to read the source (skip that file, exit 3), as opposed to a
 /// failure to write the repository (stop the backup).
@@ -18,17 +17,6 @@ impl std::fmt::Display for SourceError {
 }
 
 impl std::error::Error for SourceError {}
-
-pub fn open_noatime(path: &Path) -> io::Result<File> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        r => r,
-    }
-}
 
 pub fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut got = 0;
