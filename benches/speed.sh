@@ -48,7 +48,25 @@ fi
 # Let fresh files settle past the files cache's timestamp granularity.
 sleep 2
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Before a timed command the disk under $bench goes quiet: the deletion of
+# the last repository (its discards, if the filesystem is mounted with
+# `discard`, and the journal's write-back) is not charged to the next
+# command. Quiet: its I/O counters unchanged for half a second, nothing in
+# flight; at most 30 s.
+disk_stat=/sys/class/block/$(basename "$(df --output=source "$bench" | tail -n1)")/stat
+settle() {
+  sync
+  [ -r "$disk_stat" ] || return 0
+  local before now
+  before=$(cat "$disk_stat")
+  for _ in $(seq 1 60); do
+    sleep 0.5
+    now=$(cat "$disk_stat")
+    if [ "$now" = "$before" ] && [ "$(awk '{print $9}' <<<"$now")" = 0 ]; then return 0; fi
+    before=$now
+  done
+}
+drop_caches() { settle; echo 3 >/proc/sys/vm/drop_caches; }
 
 export RESTIC_PASSWORD=bench-password
 w=$bench/speed

@@ -14,6 +14,7 @@ fn main() {
     unsafe { strongroom::keys::take_env_passphrase() };
     // Before any thread starts, so that every thread inherits the mask.
     strongroom::interrupt::install();
+    strongroom::fs::raise_descriptor_limit();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

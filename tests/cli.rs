@@ -273,6 +273,42 @@ fn unreadable_files_give_exit_3_and_are_named() {
 }
 
 #[test]
+fn a_source_tree_deeper_than_readers_accept_is_backed_up_to_that_depth() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    // 1,100 nested directories below `src`: 2,200 bytes of path.
+    let mut deep = src.clone();
+    for _ in 0..1100 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom"), "too deep").unwrap();
+    std::fs::write(src.join("top"), "kept").unwrap();
+    let r = env.run(&["backup", src.to_str().unwrap()]).fails(3);
+    assert!(
+        r.stderr().contains("nested more than 1024 directories deep"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(env.snapshots().as_array().unwrap().len(), 1);
+    env.run(&["check", "--read-data"]).ok();
+    // Restore takes the snapshot as it is: down to depth 1024 from `/`.
+    let out = env.path("out");
+    env.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    let restored = util::under(&out, &src);
+    assert_eq!(std::fs::read_to_string(restored.join("top")).unwrap(), "kept");
+    let mut depth = src.components().count() - 1;
+    let mut at = restored;
+    while at.join("d").is_dir() {
+        at.push("d");
+        depth += 1;
+    }
+    assert_eq!(depth, 1024);
+}
+
+#[test]
 fn one_file_system_stops_at_mount_points() {
     let env = Env::new();
     env.init();

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,14 +20,14 @@ use rayon::prelude::*;
 
 use crate::chunker::Chunker;
 use crate::format::manifest::Summary;
-use crate::format::tree::{Extent, Node, NodeKind, TREE_VERSION, Tree};
+use crate::format::tree::{Extent, MAX_DEPTH, Node, NodeKind, TREE_VERSION, Tree};
 use crate::format::{BlobKind, Id, Timestamp, encode};
 use crate::repository::reader::Reader;
 use crate::repository::writer::Writer;
 
 use super::exclude::Excludes;
 use super::filescache::{CachedFile, FilesCache, NewFilesCache};
-use super::meta::{Names, node_from_stat, read_xattrs};
+use super::meta::{Names, Xattrs, node_from_stat, read_xattrs, read_xattrs_fd};
 use super::place::{Place, Stat, read_dir_names};
 use super::source::{SourceError, advise_sequential, data_regions, read_full_at};
 
@@ -37,9 +37,6 @@ const GRANULARITY_NS: i128 = 1_000_000_000;
 /// How much of a large file is read before its chunks are processed; a
 /// file's reader runs one batch ahead of its chunks' processing.
 const BATCH: usize = 16 * 1024 * 1024;
-
-/// Extended attributes: (name, value), sorted by name.
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The snapshot a run compares with, readable with a full key.
 pub struct ParentSnapshot<'a> {
@@ -185,7 +182,8 @@ impl<'a> Archiver<'a> {
                 let cpath = path.join(std::ffi::OsStr::from_bytes(name));
                 let was = before.get(name);
                 if child.whole {
-                    if let Some(n) = a.entry(Place::top(&cpath), None, was)? {
+                    let depth = cpath.components().count() - 1;
+                    if let Some(n) = a.entry(Place::top(&cpath), None, was, depth)? {
                         nodes.push(n);
                     }
                     continue;
@@ -202,7 +200,12 @@ impl<'a> Archiver<'a> {
         }
         let parent_root = self.parent.as_ref().map(|p| p.tree);
         if root.whole {
-            return self.dir_tree(Place::top(Path::new("/")), None, parent_root);
+            let root = Place::top(Path::new("/"));
+            let fd = root
+                .lstat()
+                .and_then(|meta| root.open_dir(&meta))
+                .context("opening /")?;
+            return self.dir_tree(root.path, fd, None, parent_root, 0);
         }
         build(self, Path::new("/"), &root, parent_root)
     }
@@ -229,28 +232,43 @@ impl<'a> Archiver<'a> {
         }
     }
 
-    /// The tree of a directory's entries.
-    fn dir_tree(&self, dir: Place, dev: Option<u64>, parent: Option<Id>) -> Result<Id> {
+    /// The tree of an open directory's entries; `depth` directories deep.
+    fn dir_tree(
+        &self,
+        path: &Path,
+        fd: OwnedFd,
+        dev: Option<u64>,
+        parent: Option<Id>,
+        depth: usize,
+    ) -> Result<Id> {
         let before = self.parent_nodes(parent);
-        let (fd, entries) = match dir.open_dir().and_then(|fd| Ok((read_dir_names(&fd)?, fd))) {
-            Ok((entries, fd)) => (fd, entries),
+        let entries = match read_dir_names(&fd) {
+            Ok(entries) => entries,
             Err(e) => {
-                self.error(dir.path, e);
+                self.error(path, e);
                 return self.store_tree(Vec::new());
             }
         };
         let nodes: Vec<Option<Node>> = entries
             .par_iter()
             .map(|name| {
-                let path = dir.path.join(name);
-                self.entry(Place::within(fd.as_fd(), &path), dev, before.get(name.as_bytes()))
+                let path = path.join(name);
+                let place = Place::within(fd.as_fd(), &path);
+                self.entry(place, dev, before.get(name.as_bytes()), depth + 1)
             })
             .collect::<Result<_>>()?;
         self.store_tree(nodes.into_iter().flatten().collect())
     }
 
-    /// One entry; `None` if excluded or unreadable (the latter reported).
-    fn entry(&self, place: Place, parent_dev: Option<u64>, was: Option<&Node>) -> Result<Option<Node>> {
+    /// One entry, `depth` directories deep; `None` if excluded or
+    /// unreadable (the latter reported).
+    fn entry(
+        &self,
+        place: Place,
+        parent_dev: Option<u64>,
+        was: Option<&Node>,
+        depth: usize,
+    ) -> Result<Option<Node>> {
         let path = place.path;
         if self.excludes.excluded(path) {
             return Ok(None);
@@ -264,28 +282,43 @@ impl<'a> Archiver<'a> {
         };
         let name = path.file_name().unwrap_or(path.as_os_str());
         let mut node = node_from_stat(name, &meta, &self.names);
-        // A file's xattrs come with its content: from the files cache when
-        // it is unchanged.
-        if node.kind != NodeKind::File {
-            node.xattrs = self.xattrs(path).unwrap_or_default();
-        }
         match node.kind {
             NodeKind::Dir => {
-                let crosses = self.one_file_system && parent_dev.is_some_and(|d| d != meta.dev);
                 node.size = 0;
+                let fd = match place.open_dir(&meta) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        self.error(path, e);
+                        node.subtree = Some(self.store_tree(Vec::new())?);
+                        return Ok(Some(node));
+                    }
+                };
+                node.xattrs = self.xattrs(path, read_xattrs_fd(fd.as_fd())).unwrap_or_default();
+                let crosses = self.one_file_system && parent_dev.is_some_and(|d| d != meta.dev);
                 node.subtree = Some(if crosses {
                     self.store_tree(Vec::new())?
+                } else if depth >= MAX_DEPTH {
+                    self.error(
+                        path,
+                        format!(
+                            "nested more than {MAX_DEPTH} directories deep; its entries are not backed up"
+                        ),
+                    );
+                    self.store_tree(Vec::new())?
                 } else {
-                    self.dir_tree(place, Some(meta.dev), was.and_then(|w| w.subtree))?
+                    self.dir_tree(path, fd, Some(meta.dev), was.and_then(|w| w.subtree), depth)?
                 });
             }
-            NodeKind::Symlink => match place.read_link() {
-                Ok(t) => node.target = t,
-                Err(e) => {
-                    self.error(path, e);
-                    return Ok(None);
-                }
-            },
+            NodeKind::Symlink => {
+                node.target = match place.read_link() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.error(path, e);
+                        return Ok(None);
+                    }
+                };
+                node.xattrs = self.xattrs(path, place.xattrs_of_other()).unwrap_or_default();
+            }
             NodeKind::File => {
                 self.bytes_total.fetch_add(meta.size, Ordering::Relaxed);
                 match self.file_content(place, &meta, was.filter(|w| w.kind == NodeKind::File)) {
@@ -299,15 +332,14 @@ impl<'a> Archiver<'a> {
                     }
                 }
             }
-            _ => {}
+            _ => node.xattrs = self.xattrs(path, place.xattrs_of_other()).unwrap_or_default(),
         }
         Ok(Some(node))
     }
 
-    /// An entry's xattrs; `None` (reported) if they cannot be read.
-    fn xattrs(&self, path: &Path) -> Option<Xattrs> {
-        read_xattrs(path)
-            .map_err(|e| self.error(path, format!("reading extended attributes: {e}")))
+    /// An entry's xattrs as read; `None` (reported) if they could not be.
+    fn xattrs(&self, path: &Path, read: io::Result<Xattrs>) -> Option<Xattrs> {
+        read.map_err(|e| self.error(path, format!("reading extended attributes: {e}")))
             .ok()
     }
 
@@ -328,6 +360,8 @@ impl<'a> Archiver<'a> {
             content: Vec::new(),
             xattrs: Vec::new(),
         };
+        // The parent snapshot's xattrs are not used: it does not say
+        // whether they could be read.
         let from_parent = || {
             was.filter(|w| self.settled_in_parent(w)).map(|w| CachedFile {
                 size: w.size,
@@ -335,7 +369,7 @@ impl<'a> Archiver<'a> {
                 ctime: w.ctime,
                 inode: w.inode,
                 content: w.content.clone(),
-                xattrs: w.xattrs.clone(),
+                xattrs: Vec::new(),
             })
         };
         let (old, encoded) = match self.old_cache.get(key) {
@@ -354,17 +388,30 @@ impl<'a> Archiver<'a> {
                     Extent::Hole { .. } => true,
                 })
         };
-        if let Some(old) = old.filter(unchanged) {
+        if let Some(mut old) = old.filter(unchanged) {
             self.files_unchanged.fetch_add(1, Ordering::Relaxed);
             self.listed(2, "unchanged", path);
-            let mut new = self.new_cache.lock().unwrap_or_else(|e| e.into_inner());
             match encoded {
-                Some(e) => new.push_encoded(e),
-                None => new.push(key, &old),
+                Some(e) => self
+                    .new_cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_encoded(e),
+                None => {
+                    let file = place.open_file(meta).map_err(SourceError)?;
+                    match self.xattrs(path, read_xattrs_fd(file.as_fd())) {
+                        Some(x) => {
+                            old.xattrs = x;
+                            self.remember(key, &old);
+                        }
+                        None => old.xattrs = Vec::new(),
+                    }
+                }
             }
             return Ok((old.content, old.xattrs));
         }
-        let xattrs = self.xattrs(path);
+        let file = place.open_file(meta).map_err(SourceError)?;
+        let xattrs = self.xattrs(path, read_xattrs_fd(file.as_fd()));
         let link_key = (meta.dev, meta.ino);
         if meta.nlink > 1
             && let Some(c) = self
@@ -375,7 +422,7 @@ impl<'a> Archiver<'a> {
         {
             return Ok((c.clone(), xattrs.unwrap_or_default()));
         }
-        let content = self.read_file(place, meta)?;
+        let content = self.read_file(path, &file, meta)?;
         if known {
             self.files_changed.fetch_add(1, Ordering::Relaxed);
             self.listed(1, "modified", path);
@@ -421,17 +468,15 @@ impl<'a> Archiver<'a> {
     }
 
     /// Reads a file's data regions (holes stay holes), chunking each.
-    fn read_file(&self, place: Place, meta: &Stat) -> Result<Vec<Extent>> {
-        let path = place.path;
-        let file = place.open_file().map_err(SourceError)?;
+    fn read_file(&self, path: &Path, file: &File, meta: &Stat) -> Result<Vec<Extent>> {
         let size = meta.size;
         let mut extents = Vec::new();
         let mut pos = 0u64;
-        for (start, end) in data_regions(&file, size) {
+        for (start, end) in data_regions(file, size) {
             if start > pos {
                 extents.push(Extent::Hole { len: start - pos });
             }
-            self.read_region(&file, start, end, &mut extents)
+            self.read_region(file, start, end, &mut extents)
                 .with_context(|| format!("reading {}", path.display()))?;
             pos = end;
         }

@@ -1,8 +1,9 @@
 //! Metadata the standard library does not reach: xattrs and owner names.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,13 +17,51 @@ pub fn cpath(p: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
+/// Extended attributes: (name, value), sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The extended attributes of a path (not following a symlink), sorted.
-pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn read_xattrs(path: &Path) -> io::Result<Xattrs> {
     let c = cpath(path)?;
+    read_xattrs_with(
+        // SAFETY: a NUL-terminated path, and a buffer pointer and length
+        // that describe one buffer.
+        |buf| unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        |name, buf| unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )
+}
+
+/// The extended attributes of what `path` leads to, following symlinks:
+/// for `/proc/self/fd/N`, the object descriptor N was opened on.
+pub fn read_xattrs_following(path: &Path) -> io::Result<Xattrs> {
+    let c = cpath(path)?;
+    read_xattrs_with(
+        // SAFETY: as in `read_xattrs`.
+        |buf| unsafe { libc::listxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        |name, buf| unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )
+}
+
+/// The extended attributes of an open file or directory, sorted.
+pub fn read_xattrs_fd(fd: BorrowedFd) -> io::Result<Xattrs> {
+    let fd = fd.as_raw_fd();
+    read_xattrs_with(
+        // SAFETY: a descriptor the caller holds open, and a buffer pointer
+        // and length that describe one buffer.
+        |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
+        |name, buf| unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )
+}
+
+/// Lists names with `list`, then reads each value with `get` (both return
+/// a length or -1 with errno, like the xattr system calls).
+fn read_xattrs_with(
+    list: impl Fn(&mut [u8]) -> isize,
+    get: impl Fn(&CStr, &mut [u8]) -> isize,
+) -> io::Result<Xattrs> {
     let mut names = vec![0u8; 1024];
     let len = loop {
-        // SAFETY: the buffer pointer and length describe `names`.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let n = list(&mut names);
         if n >= 0 {
             break n as usize;
         }
@@ -38,9 +77,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cname = CString::new(name).expect("split on NUL");
         let mut val = vec![0u8; 256];
         loop {
-            // SAFETY: the buffer pointer and length describe `val`.
-            let n =
-                unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+            let n = get(&cname, &mut val);
             if n >= 0 {
                 val.truncate(n as usize);
                 out.push((name.to_vec(), val));

@@ -19,6 +19,29 @@ pub fn io_pool(per_core: usize) -> anyhow::Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads((cores * per_core).min(64))
         .thread_name(|i| format!("io-{i}"))
+        // A directory's walk recurses into its subdirectories, up to
+        // `MAX_DEPTH` of them, and a thread waiting on work it handed out
+        // takes other work on the same stack. Only what is used is mapped.
+        .stack_size(64 << 20)
         .build()
         .map_err(|e| anyhow::anyhow!("starting the file threads: {e}"))
+}
+
+/// Raises the soft limit on open descriptors to the hard one: a backup holds
+/// each directory open while its entries are read, one per level of depth
+/// per file thread. Failure leaves the limit as it was.
+pub fn raise_descriptor_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit is capped by the kernel's `nr_open`.
+    let most = limit.maximum.unwrap_or(1 << 20);
+    if limit.current.is_some_and(|c| c < most) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(most),
+                maximum: limit.maximum,
+            },
+        );
+    }
 }

@@ -3,12 +3,13 @@
 //! directory's descriptor. Calls relative to the descriptor walk one
 //! component instead of the whole path, and a directory renamed above the
 //! one being read cannot redirect them. The last component is never
-//! followed: the entry is what `lstat` saw, or the call fails.
+//! followed, and a file or directory is read only if the object opened is
+//! the one `lstat` saw.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -16,6 +17,8 @@ use std::path::Path;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 
 use crate::format::Timestamp;
+
+use super::meta::{Xattrs, read_xattrs, read_xattrs_following};
 
 /// What `lstat` says of an entry.
 #[derive(Clone, Copy, Debug)]
@@ -117,22 +120,56 @@ impl<'a> Place<'a> {
 
     /// Opens without updating the access time where the kernel allows
     /// (`O_NOATIME` needs ownership or root), so a backup leaves atimes,
-    /// and therefore the next run's trees, as they were.
-    fn open(&self, flags: OFlags) -> io::Result<OwnedFd> {
+    /// and therefore the next run's trees, as they were. Without blocking,
+    /// so a FIFO put in a file's place cannot hang the run; and only if it
+    /// is still the object `seen` describes (same device, inode and type).
+    fn open(&self, flags: OFlags, seen: &Stat) -> io::Result<OwnedFd> {
         let (dir, name) = self.at();
-        let flags = flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-            Err(rustix::io::Errno::PERM) => Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?),
-            r => Ok(r?),
+        let flags = flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty())?,
+            r => r?,
+        };
+        let now = rustix::fs::fstat(&fd)?;
+        if now.st_dev as u64 != seen.dev
+            || now.st_ino as u64 != seen.ino
+            || (now.st_mode as u32 & libc::S_IFMT) != (seen.mode & libc::S_IFMT)
+        {
+            return Err(io::Error::other("it was replaced while it was backed up"));
         }
+        Ok(fd)
     }
 
-    pub fn open_file(&self) -> io::Result<File> {
-        self.open(OFlags::empty()).map(File::from)
+    /// Opens the regular file `seen` describes, for reading.
+    pub fn open_file(&self, seen: &Stat) -> io::Result<File> {
+        self.open(OFlags::empty(), seen).map(File::from)
     }
 
-    pub fn open_dir(&self) -> io::Result<OwnedFd> {
-        self.open(OFlags::DIRECTORY)
+    /// Opens the directory `seen` describes, for listing.
+    pub fn open_dir(&self, seen: &Stat) -> io::Result<OwnedFd> {
+        self.open(OFlags::DIRECTORY, seen)
+    }
+
+    /// The xattrs of an entry that is neither a regular file nor a
+    /// directory (a symlink, a device, a FIFO, a socket), through a
+    /// descriptor that only names it, so no directory on its path can be
+    /// swapped for a symlink meanwhile. Without `/proc`, by its path.
+    pub fn xattrs_of_other(&self) -> io::Result<Xattrs> {
+        let Some(dir) = self.dir else {
+            return read_xattrs(self.path);
+        };
+        let (_, name) = self.at();
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let proc = Path::new("/proc/self/fd").join(fd.as_raw_fd().to_string());
+        match read_xattrs_following(&proc) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => read_xattrs(self.path),
+            r => r,
+        }
     }
 
     /// A symlink's target.
@@ -155,4 +192,45 @@ pub fn read_dir_names(dir: &OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn an_entry_replaced_after_lstat_is_not_opened_and_a_fifo_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "data").unwrap();
+        let fd = Place::top(dir.path()).lstat().unwrap();
+        let fd = Place::top(dir.path()).open_dir(&fd).unwrap();
+        let path = dir.path().join("file");
+        let place = Place::within(fd.as_fd(), &path);
+        let seen = place.lstat().unwrap();
+        assert!(place.open_file(&seen).is_ok());
+
+        // The file is swapped for a FIFO nobody writes: opening it neither
+        // blocks nor succeeds.
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            fd.as_fd(),
+            "file",
+            rustix::fs::FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let e = place.open_file(&seen).unwrap_err();
+        assert!(e.to_string().contains("replaced"), "{e}");
+
+        // Nor is a directory swapped for a symlink followed.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let sub = dir.path().join("sub");
+        let place = Place::within(fd.as_fd(), &sub);
+        let seen = place.lstat().unwrap();
+        std::fs::remove_dir(&sub).unwrap();
+        std::os::unix::fs::symlink("/", &sub).unwrap();
+        assert!(place.open_dir(&seen).is_err());
+    }
 }
