@@ -4,6 +4,7 @@
 //! format}`, `repository → cache → backend`, and `mount → repository`
 //! (the reading side only).
 
+pub mod aligned;
 pub mod backend;
 pub mod cache;
 pub mod chunker;

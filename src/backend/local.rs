@@ -6,7 +6,7 @@
 //! remove those of a process that was killed.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -91,14 +91,14 @@ impl Local {
     /// `data` in a temporary file of `tmp/`, synced, ready to move to `dest`.
     fn staged(&self, dest: &Path, data: &[u8]) -> Result<tempfile::NamedTempFile> {
         let tmp_dir = self.root.join("tmp");
-        let mut tmp = {
+        let tmp = {
             let _gate = crate::interrupt::creating_temporary();
             tempfile::Builder::new()
                 .prefix(own_temporary_prefix())
                 .tempfile_in(&tmp_dir)
                 .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?
         };
-        tmp.write_all(data)
+        crate::aligned::write_all_direct(tmp.as_file(), data)
             .and_then(|_| tmp.as_file().sync_all())
             .with_context(|| format!("writing {}", dest.display()))?;
         Ok(tmp)

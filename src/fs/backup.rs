@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
+use crate::aligned::{self, ALIGN, AlignedBuf};
 use crate::chunker::Chunker;
 use crate::format::manifest::Summary;
 use crate::format::tree::{Extent, MAX_DEPTH, Node, NodeKind, TREE_VERSION, Tree};
@@ -506,45 +508,59 @@ impl<'a> Archiver<'a> {
             return self.store_chunks(&buf, &lens, out);
         }
         advise_sequential(file, start, end);
-        std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<(Vec<u8>, Vec<usize>)>>(1);
+        // Read around the page cache where the file allows: each batch goes
+        // from the disk into an aligned buffer, behind room for the bytes
+        // the last batch left unchunked.
+        let direct = start.is_multiple_of(ALIGN as u64) && aligned::set_direct(file, true);
+        let room = self.chunker.max_size().next_multiple_of(ALIGN);
+        type Batch = (AlignedBuf, Range<usize>, Vec<usize>);
+        let stored = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Batch>>(1);
             // Batches processed come back to be filled again.
-            let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+            let (back, spare) = std::sync::mpsc::channel::<AlignedBuf>();
             s.spawn(move || {
                 let mut carry: Vec<u8> = Vec::new();
                 let mut off = start;
+                let mut direct = direct;
                 loop {
                     let n = (BATCH as u64).min(end - off) as usize;
-                    let mut buf = spare.try_recv().unwrap_or_default();
-                    buf.clear();
-                    buf.reserve_exact(carry.len() + n);
-                    buf.extend_from_slice(&carry);
-                    buf.resize(carry.len() + n, 0);
-                    let got = match read_full_at(file, &mut buf[carry.len()..], off) {
+                    let mut slab = spare
+                        .try_recv()
+                        .unwrap_or_else(|_| AlignedBuf::zeroed(room + BATCH));
+                    let from = room - carry.len();
+                    slab[from..room].copy_from_slice(&carry);
+                    let got = match read_batch(file, &mut slab[room..], off, n, &mut direct) {
                         Ok(g) => g,
                         Err(e) => {
                             let _ = tx.send(Err(e));
                             return;
                         }
                     };
-                    buf.truncate(carry.len() + got);
                     off += got as u64;
                     self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
                     let eof = got < n || off >= end;
-                    let (lens, used) = self.chunker.split(&buf, eof);
-                    carry = buf[used..].to_vec();
-                    if tx.send(Ok((buf, lens))).is_err() || eof {
+                    let data = &slab[from..room + got];
+                    let (lens, used) = self.chunker.split(data, eof);
+                    carry.clear();
+                    carry.extend_from_slice(&data[used..]);
+                    let range = from..from + used;
+                    if tx.send(Ok((slab, range, lens))).is_err() || eof {
                         return;
                     }
                 }
             });
             for batch in rx {
-                let (buf, lens) = batch.map_err(SourceError)?;
-                self.store_chunks(&buf, &lens, out)?;
-                let _ = back.send(buf);
+                let (slab, range, lens) = batch.map_err(SourceError)?;
+                self.store_chunks(&slab[range], &lens, out)?;
+                let _ = back.send(slab);
             }
             Ok(())
-        })
+        });
+        // The file's other regions are read through the page cache.
+        if direct {
+            aligned::set_direct(file, false);
+        }
+        stored
     }
 
     /// Stores consecutive chunks of `buf`, of lengths `lens`, in parallel;
@@ -622,4 +638,38 @@ impl<'a> Archiver<'a> {
         node.content = extents;
         self.store_tree(vec![node])
     }
+}
+
+/// Reads `n` bytes at `off` into `buf` (aligned, at least `n` rounded up
+/// to [`ALIGN`] long); fewer only at the end of the file. With `direct`,
+/// whole aligned blocks are read around the page cache; a file that
+/// refuses that is read through the page cache from then on.
+fn read_batch(file: &File, buf: &mut [u8], off: u64, n: usize, direct: &mut bool) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    if *direct {
+        let want = n.next_multiple_of(ALIGN);
+        let mut got = 0;
+        let done = loop {
+            if got >= want {
+                break Ok(got);
+            }
+            match file.read_at(&mut buf[got..want], off + got as u64) {
+                Ok(0) => break Ok(got),
+                // A read that ends inside a block ends at the end of the file.
+                Ok(k) if k % ALIGN != 0 => break Ok(got + k),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match done {
+            Ok(got) => return Ok(got.min(n)),
+            Err(e) if aligned::refused_direct(&e) => {
+                *direct = false;
+                aligned::set_direct(file, false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    read_full_at(file, &mut buf[..n], off)
 }

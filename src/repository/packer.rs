@@ -1,6 +1,8 @@
 //! Gathers sealed blobs into packs of a target size.
 
 use anyhow::Result;
+
+use crate::aligned::AlignedBuf;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::subkeys::Subkeys;
@@ -15,14 +17,15 @@ const HEADER_ROOM: usize = 64 * 1024;
 /// A pack being filled.
 pub struct Packer {
     target: usize,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     entries: Vec<BlobEntry>,
 }
 
 /// A finished pack: its name, bytes and entries.
 pub struct FinishedPack {
     pub id: Id,
-    pub bytes: Vec<u8>,
+    /// Aligned, so a local repository writes it around the page cache.
+    pub bytes: AlignedBuf,
     pub entries: PackEntries,
 }
 
@@ -30,7 +33,7 @@ impl Packer {
     pub fn new(target: usize) -> Self {
         Packer {
             target,
-            buf: Vec::new(),
+            buf: AlignedBuf::default(),
             entries: Vec::new(),
         }
     }
@@ -41,7 +44,7 @@ impl Packer {
 
     /// Gives an empty packer a buffer to fill (one a stored pack left
     /// behind), unless it has one.
-    pub fn give(&mut self, mut buf: Vec<u8>) {
+    pub fn give(&mut self, mut buf: AlignedBuf) {
         if self.buf.capacity() == 0 {
             buf.clear();
             self.buf = buf;
@@ -84,7 +87,7 @@ impl Packer {
 
 /// The sealed blobs of a pack, not yet given its header.
 pub struct PackBody {
-    bytes: Vec<u8>,
+    bytes: AlignedBuf,
     entries: Vec<BlobEntry>,
 }
 
@@ -95,7 +98,7 @@ impl PackBody {
     pub fn seal(self, index_key: &SecretKey, repo_id: &Id) -> Result<FinishedPack> {
         let PackBody { mut bytes, entries } = self;
         let mut hash = Sha256::new();
-        hash.update(&bytes);
+        hash.update(&bytes[..]);
         let header = PackHeader {
             format: FORMAT_VERSION,
             body_sha256: hash.clone().finalize().into(),

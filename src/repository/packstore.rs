@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::aligned::AlignedBuf;
 use crate::backend::{Backend, Kind};
 use crate::crypto::SecretKey;
 use crate::format::Id;
@@ -41,7 +42,7 @@ struct Shared {
     bytes_added: Arc<AtomicU64>,
     /// Buffers of stored packs, to fill again: no page is faulted in twice
     /// and memory stays what the packs in flight need.
-    spare: Mutex<Vec<Vec<u8>>>,
+    spare: Mutex<Vec<AlignedBuf>>,
 }
 
 pub struct PackStore {
@@ -101,11 +102,11 @@ impl PackStore {
 
     /// A buffer for a new pack of at least `capacity` bytes: a stored
     /// pack's, or a new empty one.
-    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+    pub fn buffer(&self, capacity: usize) -> AlignedBuf {
         let mut spare = self.shared.spare.lock().unwrap_or_else(|e| e.into_inner());
         match spare.iter().position(|b| b.capacity() >= capacity) {
             Some(i) => spare.swap_remove(i),
-            None => Vec::new(),
+            None => AlignedBuf::default(),
         }
     }
 
