@@ -13,7 +13,9 @@ use strongroom::backend::{Backend, Kind};
 use strongroom::cache::Cache;
 use strongroom::format::lock::Lock;
 use strongroom::format::pack::{PackHeader, TRAILER_LEN, parse_trailer};
+use strongroom::format::tree::Extent;
 use strongroom::format::{FORMAT_VERSION, Id, Timestamp, encode};
+use strongroom::fs::filescache::{CachedFile, NewFilesCache};
 use strongroom::repository::reader::Reader;
 use strongroom::repository::{Repository, index, packs, snapshots};
 
@@ -106,5 +108,26 @@ fn main() -> Result<()> {
             )?;
         }
     }
+    // A files cache's plaintext: a file of data and a hole, with xattrs.
+    let mut files = NewFilesCache::default();
+    let t = |sec| Timestamp { sec, nsec: 5 };
+    files.push(
+        b"/etc/hostname",
+        &CachedFile {
+            size: 4096 + 9,
+            mtime: t(1_700_000_000),
+            ctime: t(1_700_000_001),
+            inode: 1234,
+            content: vec![
+                Extent::Hole { len: 4096 },
+                Extent::Data {
+                    id: Id([7; 32]),
+                    len: 9,
+                },
+            ],
+            xattrs: vec![(b"user.note".to_vec(), b"seed".to_vec())],
+        },
+    );
+    put(out, "cache_files", "files-cache", files.encoded())?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use strongroom::cache::Cache;
 use strongroom::crypto::SecretKey;
 use strongroom::crypto::subkeys::Subkeys;
-use strongroom::format::{Id, RunId, decode_lenient};
+use strongroom::format::{Id, RunId};
 use strongroom::fs::filescache::FilesCache;
 use strongroom::repository::sorted_index::SortedIndex;
 use strongroom::repository::{lock, rollback, runkeys};
@@ -51,6 +51,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = lock::first_seen(&f.cache, &f.subkeys, &repo);
     f.cache.put(&repo, "raw", data);
     let _ = f.cache.get_authenticated(&repo, "raw", key);
-    let _ = decode_lenient::<FilesCache>(data, "files cache");
+    if let Some(files) = FilesCache::from_bytes(data.to_vec()) {
+        for path in [&b"/"[..], b"/etc/hostname", b""] {
+            let _ = files.get(path);
+        }
+    }
     let _ = runkeys::parse_cached(RunId([2; 16]), data);
 });

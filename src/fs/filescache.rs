@@ -174,8 +174,9 @@ fn put_time(out: &mut Vec<u8>, t: Timestamp) {
 }
 
 impl FilesCache {
-    /// Indexes encoded entries; `None` if any is malformed.
-    fn from_bytes(bytes: Vec<u8>) -> Option<FilesCache> {
+    /// Indexes encoded entries (a cache's plaintext); `None` if any is
+    /// malformed.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<FilesCache> {
         let mut offsets = Vec::new();
         let mut c = Cursor { bytes: &bytes, at: 0 };
         while c.at < bytes.len() {
@@ -317,6 +318,11 @@ impl NewFilesCache {
         self.entries == 0
     }
 
+    /// The entries as encoded, as `save` seals them.
+    pub fn encoded(&self) -> &[u8] {
+        &self.bytes
+    }
+
     pub fn save(&self, cache: &Cache, repo: &Id, subkey: &SecretKey, host: &str, paths: &[Vec<u8>]) {
         let n = name(subkey, VERSION, host, paths);
         if let Ok(sealed) = aead::seal_salted(subkey, &aad("files-cache", repo, n.as_bytes()), &self.bytes) {
@@ -381,6 +387,14 @@ mod tests {
         assert!(c.get(b"/data/f100").is_none());
         assert!(c.get(b"/data/f").is_none());
         assert!(FilesCache::default().get(b"/data/f1").is_none());
+    }
+
+    #[test]
+    fn the_fuzz_seed_is_a_cache_of_this_format() {
+        let seed = include_bytes!("../../fuzz/seeds/cache_files/files-cache");
+        let c = FilesCache::from_bytes(seed.to_vec()).unwrap();
+        let (f, _) = c.get(b"/etc/hostname").unwrap();
+        assert_eq!(f.xattrs, vec![(b"user.note".to_vec(), b"seed".to_vec())]);
     }
 
     #[test]
