@@ -17,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -327,7 +326,6 @@ impl<'a> Restorer<'a> {
     }
 
     fn write_file(&self, fd: &OwnedFd, node: &Node) -> Result<()> {
-        let f = std::fs::File::from(fd.try_clone().context("duplicating a descriptor")?);
         let mut offsets = Vec::with_capacity(node.content.len());
         let mut off = 0u64;
         for e in &node.content {
@@ -346,14 +344,17 @@ impl<'a> Restorer<'a> {
                             data.len()
                         ));
                     }
-                    f.write_all_at(&data, at)?;
+                    write_all_at(fd.as_fd(), &data, at)?;
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 Ok(())
             })?;
-        // Trailing holes, and any size the extents do not reach.
-        f.set_len(node.size.max(off))
-            .context("setting the file's length")?;
+        // Trailing holes, and any size the extents do not reach. A new file
+        // whose last extent is data is already as long as it should be.
+        let written = node.size <= off && matches!(node.content.last(), None | Some(Extent::Data { .. }));
+        if !written {
+            rustix::fs::ftruncate(fd, node.size.max(off)).context("setting the file's length")?;
+        }
         self.files.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -384,4 +385,20 @@ impl<'a> Restorer<'a> {
         beneath::set_times(entry, node).context("setting the times")?;
         Ok(())
     }
+}
+
+/// Writes all of `data` at `at`.
+fn write_all_at(fd: BorrowedFd, mut data: &[u8], mut at: u64) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(fd, data, at) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                at += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
