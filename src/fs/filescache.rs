@@ -10,8 +10,8 @@
 //! It is kept as its encoded bytes: loading checks every entry's bounds in
 //! one pass and indexes them, an entry is decoded only when its path is
 //! looked up, and an unchanged file's entry is copied into the next cache
-//! as it is. On a tree of 80,000 files this takes the cache's load and
-//! save from 150 ms to a few, and holds no allocation per file.
+//! as it is. On a tree of 80,000 files this took the cache's load and
+//! save from about 150 ms to about 65 ms, with no allocation per file.
 //!
 //! An entry, all integers little-endian: path length (u32) and path; size
 //! (u64); mtime and ctime (i64 seconds, u32 nanoseconds); inode (u64);
@@ -55,7 +55,6 @@ pub struct FilesCache {
 #[derive(Default)]
 pub struct NewFilesCache {
     bytes: Vec<u8>,
-    entries: usize,
 }
 
 /// The cache's format: a cache of another format has another name, so it
@@ -270,7 +269,6 @@ impl NewFilesCache {
     pub fn like(last: &FilesCache) -> NewFilesCache {
         NewFilesCache {
             bytes: Vec::with_capacity(last.bytes.len() + last.bytes.len() / 8),
-            entries: 0,
         }
     }
 
@@ -301,21 +299,11 @@ impl NewFilesCache {
             put_bytes(out, name);
             put_bytes(out, value);
         }
-        self.entries += 1;
     }
 
     /// Records an entry of the last run's cache as it was.
     pub fn push_encoded(&mut self, entry: &[u8]) {
         self.bytes.extend_from_slice(entry);
-        self.entries += 1;
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
     }
 
     /// The entries as encoded, as `save` seals them.

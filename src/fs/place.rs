@@ -9,9 +9,8 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
@@ -38,25 +37,9 @@ pub struct Stat {
 }
 
 impl Stat {
-    pub fn of(m: &std::fs::Metadata) -> Stat {
-        let t = |sec: i64, nsec: i64| Timestamp {
-            sec,
-            nsec: nsec as u32,
-        };
-        Stat {
-            mode: m.mode(),
-            uid: m.uid(),
-            gid: m.gid(),
-            size: m.size(),
-            blocks: m.blocks(),
-            atime: t(m.atime(), m.atime_nsec()),
-            mtime: t(m.mtime(), m.mtime_nsec()),
-            ctime: t(m.ctime(), m.ctime_nsec()),
-            dev: m.dev(),
-            ino: m.ino(),
-            nlink: m.nlink(),
-            rdev: m.rdev(),
-        }
+    /// What `fstat` says of an open file.
+    pub fn of_fd(fd: impl AsFd) -> io::Result<Stat> {
+        Ok(Stat::from_raw(&rustix::fs::fstat(fd)?))
     }
 
     // The fields' types differ between architectures.
@@ -130,11 +113,8 @@ impl<'a> Place<'a> {
             Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty())?,
             r => r?,
         };
-        let now = rustix::fs::fstat(&fd)?;
-        if now.st_dev as u64 != seen.dev
-            || now.st_ino as u64 != seen.ino
-            || (now.st_mode as u32 & libc::S_IFMT) != (seen.mode & libc::S_IFMT)
-        {
+        let now = Stat::of_fd(&fd)?;
+        if (now.dev, now.ino, now.mode & libc::S_IFMT) != (seen.dev, seen.ino, seen.mode & libc::S_IFMT) {
             return Err(io::Error::other("it was replaced while it was backed up"));
         }
         Ok(fd)
@@ -197,7 +177,6 @@ pub fn read_dir_names(dir: &OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn an_entry_replaced_after_lstat_is_not_opened_and_a_fifo_does_not_block() {

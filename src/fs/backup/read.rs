@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -41,8 +40,8 @@ impl Archiver<'_> {
         if pos < size {
             extents.push(Extent::Hole { len: size - pos });
         }
-        let after = file.metadata().map_err(SourceError)?;
-        if after.size() != size || Stat::of(&after).mtime != meta.mtime {
+        let after = Stat::of_fd(file).map_err(SourceError)?;
+        if after.size != size || after.mtime != meta.mtime {
             crate::warn(&format!(
                 "{} changed while it was read; the snapshot holds what was read",
                 path.display()
