@@ -3,15 +3,20 @@
 //! without a copy through the page cache. On this machine kind that copy,
 //! into pages the kernel had to find and fault in first, was a third of
 //! the CPU a 1 GiB backup took.
+//!
+//! Each buffer is its own anonymous mapping: only the pages written are
+//! resident, growing moves page tables rather than bytes (`mremap`), and
+//! a dropped buffer's memory goes back to the system at once instead of
+//! staying in an allocator's arena.
 
-use std::alloc::{Layout, alloc, alloc_zeroed, dealloc, handle_alloc_error, realloc};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 
 /// The alignment `O_DIRECT` is given here: of buffers, file offsets and
-/// lengths (the largest logical block size in use).
+/// lengths (the largest logical block size in use). Mappings start on a
+/// page boundary, and pages are at least this large.
 pub const ALIGN: usize = 4096;
 
 /// A growable byte buffer whose first byte is aligned to [`ALIGN`].
@@ -21,13 +26,36 @@ pub struct AlignedBuf {
     cap: usize,
 }
 
-// SAFETY: it owns its allocation, like a `Vec<u8>`.
+// SAFETY: it owns its mapping, like a `Vec<u8>` its allocation.
 unsafe impl Send for AlignedBuf {}
 // SAFETY: shared access only reads.
 unsafe impl Sync for AlignedBuf {}
 
-fn layout(cap: usize) -> Layout {
-    Layout::from_size_align(cap, ALIGN).expect("a buffer smaller than isize::MAX")
+/// A mapping the system refused: out of memory, as for any allocation.
+fn mapping_failed(cap: usize) -> ! {
+    std::alloc::handle_alloc_error(
+        std::alloc::Layout::from_size_align(cap, ALIGN).unwrap_or(std::alloc::Layout::new::<u8>()),
+    )
+}
+
+/// A new zero-filled mapping of `cap` bytes (a multiple of [`ALIGN`]).
+fn map(cap: usize) -> NonNull<u8> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            cap,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        mapping_failed(cap);
+    }
+    NonNull::new(p.cast()).unwrap_or_else(|| mapping_failed(cap))
 }
 
 impl Default for AlignedBuf {
@@ -47,10 +75,13 @@ impl AlignedBuf {
         if cap == 0 {
             return AlignedBuf::default();
         }
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout(cap)) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout(cap)));
-        AlignedBuf { ptr, len: cap, cap }
+        // A fresh mapping reads as zeroes; its pages become resident only
+        // when written.
+        AlignedBuf {
+            ptr: map(cap),
+            len: cap,
+            cap,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -75,21 +106,24 @@ impl AlignedBuf {
         let need = self
             .len
             .checked_add(additional)
+            .filter(|&n| n <= isize::MAX as usize)
             .expect("a buffer smaller than isize::MAX");
         if need <= self.cap {
             return;
         }
         let cap = need.next_multiple_of(ALIGN);
-        // SAFETY: a zero-capacity buffer owns no allocation; otherwise `ptr`
-        // was allocated with `layout(self.cap)`, and both sizes are non-zero.
-        let ptr = unsafe {
-            if self.cap == 0 {
-                alloc(layout(cap))
-            } else {
-                realloc(self.ptr.as_ptr(), layout(self.cap), cap)
-            }
-        };
-        self.ptr = NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout(cap)));
+        if self.cap == 0 {
+            self.ptr = map(cap);
+            self.cap = cap;
+            return;
+        }
+        // SAFETY: `ptr` is the start of a mapping of `self.cap` bytes this
+        // buffer owns; on success the old range is no longer used.
+        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), self.cap, cap, libc::MREMAP_MAYMOVE) };
+        if p == libc::MAP_FAILED {
+            mapping_failed(cap);
+        }
+        self.ptr = NonNull::new(p.cast()).unwrap_or_else(|| mapping_failed(cap));
         self.cap = cap;
     }
 
@@ -127,9 +161,27 @@ impl std::ops::DerefMut for AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if self.cap > 0 {
-            // SAFETY: allocated with this layout and not freed before.
-            unsafe { dealloc(self.ptr.as_ptr(), layout(self.cap)) };
+            // SAFETY: `ptr` starts a mapping of `cap` bytes this buffer
+            // owns, unmapped only here.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.cap) };
         }
+    }
+}
+
+/// Sets the C allocator up for this program's threads, before any starts.
+///
+/// glibc gives each thread an arena of its own, up to eight per core, and
+/// a block freed stays in its arena for that arena's next allocations.
+/// With a dozen threads, the backup of a source tree spread its blobs and
+/// file buffers over eleven arenas holding 83 MB between them; two arenas
+/// hold what one run needs at once. (The large buffers are mappings of
+/// their own, [`AlignedBuf`], and go back to the system when dropped.)
+pub fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's parameters; called before
+    // any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -40,6 +40,13 @@ impl Chunker {
         if data.len() <= self.min {
             return data.len();
         }
+        self.cut(data).max(1)
+    }
+
+    /// Where the chunk starting at `data` ends, looking no further than
+    /// `data` (and at most `max_size`): the first cut point, or the end of
+    /// what was looked at if none is found.
+    fn cut(&self, data: &[u8]) -> usize {
         let (ms, ml) = self.masks;
         let (_, n) = cut_gear(
             data,
@@ -53,20 +60,36 @@ impl Chunker {
             &self.gear,
             &self.gear_ls,
         );
-        n.max(1)
+        n
     }
 
     /// Splits a buffer into chunk lengths. With `eof` false the tail that
     /// might continue past the buffer is left out; returns (lengths, consumed).
+    ///
+    /// The cuts are those of the whole stream: before the last `max_size`
+    /// bytes of a buffer that does not end the stream, a cut point found
+    /// within the buffer is the one more data would give (the scan tests
+    /// positions in order and stops at the first), so only a tail with no
+    /// cut point in it is left for the next buffer. That tail is what the
+    /// caller copies ahead of the next read, so it is kept short.
     pub fn split(&self, data: &[u8], eof: bool) -> (Vec<usize>, usize) {
         let mut out = Vec::new();
         let mut pos = 0;
         while pos < data.len() {
             let rest = &data[pos..];
-            if !eof && rest.len() < self.max {
+            let n = if eof || rest.len() >= self.max {
+                self.next_len(rest, eof)
+            } else {
+                // A cut found before the end is final; one at the very
+                // end may not be (an odd last byte is never tested).
+                match rest.len() > self.min {
+                    true => self.cut(rest),
+                    false => rest.len(),
+                }
+            };
+            if !eof && n >= rest.len() && rest.len() < self.max {
                 break;
             }
-            let n = self.next_len(rest, eof);
             out.push(n);
             pos += n;
         }
@@ -108,5 +131,38 @@ mod tests {
         // Another seed cuts elsewhere.
         let (s, _) = Chunker::new(&p, 99).split(&d, true);
         assert_ne!(a, s);
+    }
+
+    #[test]
+    fn cuts_do_not_depend_on_how_the_stream_is_split_into_buffers() {
+        let p = ChunkerParams::default();
+        let c = Chunker::new(&p, 7);
+        let mut d = data(40 << 20);
+        // A long run of zeroes: no cut point, chunks of the largest size.
+        d[(9 << 20)..(27 << 20)].fill(0);
+        let (whole, used) = c.split(&d, true);
+        assert_eq!(used, d.len());
+        for batch in [(1 << 20) + 1, 3 << 20, (8 << 20) - 1, 8 << 20, 16 << 20] {
+            let mut lens = Vec::new();
+            let mut carry: Vec<u8> = Vec::new();
+            let mut off = 0;
+            loop {
+                let end = (off + batch).min(d.len());
+                let eof = end == d.len();
+                let mut buf = std::mem::take(&mut carry);
+                buf.extend_from_slice(&d[off..end]);
+                let (l, used) = c.split(&buf, eof);
+                lens.extend(l);
+                carry = buf[used..].to_vec();
+                off = end;
+                if eof {
+                    assert!(carry.is_empty());
+                    break;
+                }
+                // Only a tail without a cut point is carried.
+                assert!(carry.len() < p.max as usize);
+            }
+            assert_eq!(lens, whole, "batches of {batch} bytes");
+        }
     }
 }

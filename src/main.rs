@@ -15,6 +15,7 @@ fn main() {
     // Before any thread starts, so that every thread inherits the mask.
     strongroom::interrupt::install();
     strongroom::fs::raise_descriptor_limit();
+    strongroom::aligned::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -19,6 +19,8 @@ pub struct Packer {
     target: usize,
     buf: AlignedBuf,
     entries: Vec<BlobEntry>,
+    /// Whether `buf` came from the pack store's pool, to go back to it.
+    pooled: bool,
 }
 
 /// A finished pack: its name, bytes and entries.
@@ -35,6 +37,7 @@ impl Packer {
             target,
             buf: AlignedBuf::default(),
             entries: Vec::new(),
+            pooled: false,
         }
     }
 
@@ -42,13 +45,18 @@ impl Packer {
         self.entries.is_empty()
     }
 
-    /// Gives an empty packer a buffer to fill (one a stored pack left
-    /// behind), unless it has one.
+    /// Whether this packer has a pack buffer of the pack store's pool.
+    pub fn has_pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// Gives an empty packer a buffer of the pack store's pool to fill; it
+    /// goes back to the pool once its pack is stored.
     pub fn give(&mut self, mut buf: AlignedBuf) {
-        if self.buf.capacity() == 0 {
-            buf.clear();
-            self.buf = buf;
-        }
+        debug_assert!(self.entries.is_empty() && !self.pooled);
+        buf.clear();
+        self.buf = buf;
+        self.pooled = true;
     }
 
     /// Appends a sealed blob; says whether the pack has reached its target.
@@ -75,6 +83,7 @@ impl Packer {
         Some(PackBody {
             bytes: std::mem::take(&mut self.buf),
             entries: std::mem::take(&mut self.entries),
+            pooled: std::mem::take(&mut self.pooled),
         })
     }
 
@@ -89,14 +98,22 @@ impl Packer {
 pub struct PackBody {
     bytes: AlignedBuf,
     entries: Vec<BlobEntry>,
+    pub pooled: bool,
 }
 
 impl PackBody {
+    /// Its buffer, to be filled again.
+    pub fn into_buffer(self) -> AlignedBuf {
+        self.bytes
+    }
+
     /// Seals the header and appends it and the trailer. The body is hashed
     /// once: the header's body hash is a copy of the running hash, which
     /// then goes on over the header and trailer to name the pack.
     pub fn seal(self, index_key: &SecretKey, repo_id: &Id) -> Result<FinishedPack> {
-        let PackBody { mut bytes, entries } = self;
+        let PackBody {
+            mut bytes, entries, ..
+        } = self;
         let mut hash = Sha256::new();
         hash.update(&bytes[..]);
         let header = PackHeader {

@@ -4,13 +4,15 @@
 //!
 //! A pack's blobs count in an index file only once the pack is stored, and
 //! index files are written every [`PACKS_PER_INDEX_FILE`] packs from here,
-//! so an interrupted run's work is found again. At most one pack waits in
-//! the queue beyond those being stored: memory stays bounded, and a slow
-//! store slows the readers down rather than filling memory.
+//! so an interrupted run's work is found again. Data packs are built in
+//! buffers of a pool of [`POOL`]: one filling, the others waiting or being
+//! stored. A thread that would start another pack waits for a buffer, so
+//! memory stays bounded however many threads add blobs, and a slow store
+//! slows the readers down rather than filling memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, anyhow};
@@ -31,6 +33,17 @@ pub const PACKS_PER_INDEX_FILE: usize = 64;
 /// its fsync (or upload). One alone made the 1 GiB backup wait on the disk
 /// (3.5 s against 2.0 s); three were no faster and held 16 MiB more.
 const THREADS: usize = 2;
+/// Data-pack buffers that exist at once: the one filling and one per
+/// store thread. A fourth, filling while a full pack waits for a store
+/// thread, was no faster.
+const POOL: usize = THREADS + 1;
+
+/// The data-pack buffers: those free to fill again, and how many exist.
+#[derive(Default)]
+struct Pool {
+    free: Vec<AlignedBuf>,
+    made: usize,
+}
 
 struct Shared {
     backend: Arc<dyn Backend>,
@@ -42,7 +55,9 @@ struct Shared {
     bytes_added: Arc<AtomicU64>,
     /// Buffers of stored packs, to fill again: no page is faulted in twice
     /// and memory stays what the packs in flight need.
-    spare: Mutex<Vec<AlignedBuf>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a buffer goes back to the pool, or the store fails.
+    returned: Condvar,
 }
 
 pub struct PackStore {
@@ -65,7 +80,8 @@ impl PackStore {
             unindexed: Mutex::new(Vec::new()),
             failed: Mutex::new(None),
             bytes_added,
-            spare: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            returned: Condvar::new(),
         });
         let (tx, rx) = sync_channel::<PackBody>(0);
         let rx = Arc::new(Mutex::new(rx));
@@ -100,13 +116,21 @@ impl PackStore {
         Ok(())
     }
 
-    /// A buffer for a new pack of at least `capacity` bytes: a stored
-    /// pack's, or a new empty one.
-    pub fn buffer(&self, capacity: usize) -> AlignedBuf {
-        let mut spare = self.shared.spare.lock().unwrap_or_else(|e| e.into_inner());
-        match spare.iter().position(|b| b.capacity() >= capacity) {
-            Some(i) => spare.swap_remove(i),
-            None => AlignedBuf::default(),
+    /// A buffer for a new data pack: a stored pack's, or a new one while
+    /// fewer than [`POOL`] exist. Waits for one otherwise; fails once the
+    /// store has failed.
+    pub fn buffer(&self) -> Result<AlignedBuf> {
+        let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            self.check()?;
+            if let Some(b) = pool.free.pop() {
+                return Ok(b);
+            }
+            if pool.made < POOL {
+                pool.made += 1;
+                return Ok(AlignedBuf::default());
+            }
+            pool = self.shared.returned.wait(pool).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -156,29 +180,42 @@ impl Drop for PackStore {
 
 impl Shared {
     fn fail(&self, e: anyhow::Error) {
-        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if f.is_none() {
-            *f = Some(e);
+        {
+            let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            if f.is_none() {
+                *f = Some(e);
+            }
         }
+        // Under the pool's lock, so a thread about to wait for a buffer
+        // either sees the failure or is woken.
+        let _pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        self.returned.notify_all();
+    }
+
+    /// Gives a pooled buffer back (`None`: it was lost with its pack, and
+    /// another may be made in its place).
+    fn give_back(&self, buf: Option<AlignedBuf>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match buf {
+            Some(b) => pool.free.push(b),
+            None => pool.made -= 1,
+        }
+        self.returned.notify_one();
     }
 
     fn failed(&self) -> bool {
         self.failed.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
-    fn store(&self, body: PackBody) -> Result<()> {
+    /// Seals and writes a pack, then writes an index file if enough packs
+    /// wait for one; returns the pack's buffer once it is written.
+    fn store(&self, body: PackBody) -> Result<AlignedBuf> {
         let pack = body.seal(&self.index_key, &self.repo_id)?;
         self.backend
             .write(Kind::Packs, &pack.id.to_hex(), &pack.bytes)
             .with_context(|| format!("writing pack {}", pack.id))?;
         self.bytes_added
             .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
-        {
-            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-            if spare.len() < THREADS {
-                spare.push(pack.bytes);
-            }
-        }
         let batch = {
             let mut u = self.unindexed.lock().unwrap_or_else(|e| e.into_inner());
             u.push(pack.entries);
@@ -197,19 +234,41 @@ impl Shared {
                 &self.bytes_added,
             )?;
         }
-        Ok(())
+        Ok(pack.bytes)
+    }
+}
+
+/// Marks the store failed if its thread panics, so no thread waits for a
+/// buffer that will not come back.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(anyhow!("a pack-store thread panicked"));
+        }
     }
 }
 
 fn store_loop(shared: &Shared, rx: &Mutex<Receiver<PackBody>>) {
+    let _guard = PanicGuard(shared);
     loop {
         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(body) = next else { return };
-        if shared.failed() {
-            continue;
-        }
-        if let Err(e) = shared.store(body) {
-            shared.fail(e);
+        let pooled = body.pooled;
+        let buf = if shared.failed() {
+            Some(body.into_buffer())
+        } else {
+            match shared.store(body) {
+                Ok(buf) => Some(buf),
+                Err(e) => {
+                    shared.fail(e);
+                    None
+                }
+            }
+        };
+        if pooled {
+            shared.give_back(buf);
         }
     }
 }

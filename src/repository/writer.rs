@@ -186,8 +186,8 @@ impl<'a> Writer<'a> {
         };
         let full = {
             let mut p = packer.lock().unwrap_or_else(|e| e.into_inner());
-            if p.is_empty() && kind == BlobKind::Data {
-                p.give(self.store.buffer(DATA_PACK_TARGET));
+            if kind == BlobKind::Data && !p.has_pooled() {
+                p.give(self.store.buffer()?);
             }
             if p.add(entry, &sealed) { p.take() } else { None }
         };

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -20,8 +20,37 @@ use crate::fs::place::Stat;
 use crate::fs::source::{SourceError, advise_sequential, data_regions, read_full_at};
 
 /// How much of a large file is read before its chunks are processed; a
-/// file's reader runs one batch ahead of its chunks' processing.
-const BATCH: usize = 16 * 1024 * 1024;
+/// file's reader runs one batch ahead of its chunks' processing. Smaller
+/// batches leave the two cores idle at the end of each (a 1 GiB backup
+/// took 2.8 s with 4 MiB batches, 2.4 s with 8 MiB).
+const BATCH: usize = 8 * 1024 * 1024;
+/// The batch of a large file read while another is: its chunks are
+/// processed beside the first file's, so smaller batches keep the cores
+/// as busy, and three such files at once no longer hold 50 MB. Regions
+/// up to this size are read whole.
+const SIDE_BATCH: usize = 2 * 1024 * 1024;
+/// Regions read whole from this size are read into a mapping of their
+/// own, returned to the system when done rather than kept in an arena.
+const MAPPED: usize = 1024 * 1024;
+
+/// Large regions being read in batches, by all file threads.
+static BATCHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one region in [`BATCHED`] while it lives.
+struct Batched;
+
+impl Batched {
+    /// Counts a region in; says whether it is the only one.
+    fn enter() -> (Batched, bool) {
+        (Batched, BATCHED.fetch_add(1, Ordering::Relaxed) == 0)
+    }
+}
+
+impl Drop for Batched {
+    fn drop(&mut self) {
+        BATCHED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Archiver<'_> {
     /// Reads a file's data regions (holes stay holes), chunking each.
@@ -54,13 +83,21 @@ impl Archiver<'_> {
     /// batch is read and chunked on a thread of its own, a batch ahead of
     /// the threads that hash, compress and seal its chunks.
     fn read_region(&self, file: &File, start: u64, end: u64, out: &mut Vec<Extent>) -> Result<()> {
-        if end - start <= BATCH as u64 {
-            let mut buf = vec![0; (end - start) as usize];
-            let got = read_full_at(file, &mut buf, start).map_err(SourceError)?;
-            buf.truncate(got);
+        if end - start <= SIDE_BATCH as u64 {
+            let n = (end - start) as usize;
+            let (mut mapped, mut small);
+            let buf: &mut [u8] = if n >= MAPPED {
+                mapped = AlignedBuf::zeroed(n);
+                &mut mapped[..n]
+            } else {
+                small = vec![0; n];
+                &mut small
+            };
+            let got = read_full_at(file, buf, start).map_err(SourceError)?;
+            let buf = &buf[..got];
             self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
-            let (lens, _) = self.chunker.split(&buf, true);
-            return self.store_chunks(&buf, &lens, out);
+            let (lens, _) = self.chunker.split(buf, true);
+            return self.store_chunks(buf, &lens, out);
         }
         advise_sequential(file, start, end);
         // Read around the page cache where the file allows: each batch goes
@@ -68,9 +105,13 @@ impl Archiver<'_> {
         // the last batch left unchunked.
         let direct = start.is_multiple_of(ALIGN as u64) && aligned::set_direct(file, true);
         let room = self.chunker.max_size().next_multiple_of(ALIGN);
+        let (_batched, alone) = Batched::enter();
+        let batch = if alone { BATCH } else { SIDE_BATCH };
         type Batch = (AlignedBuf, Range<usize>, Vec<usize>);
         let stored = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Batch>>(1);
+            // Handed over, not queued: one batch read while the last is
+            // processed, two buffers a file.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Batch>>(0);
             // Batches processed come back to be filled again.
             let (back, spare) = std::sync::mpsc::channel::<AlignedBuf>();
             s.spawn(move || {
@@ -78,10 +119,10 @@ impl Archiver<'_> {
                 let mut off = start;
                 let mut direct = direct;
                 loop {
-                    let n = (BATCH as u64).min(end - off) as usize;
+                    let n = (batch as u64).min(end - off) as usize;
                     let mut slab = spare
                         .try_recv()
-                        .unwrap_or_else(|_| AlignedBuf::zeroed(room + BATCH));
+                        .unwrap_or_else(|_| AlignedBuf::zeroed(room + batch));
                     let from = room - carry.len();
                     slab[from..room].copy_from_slice(&carry);
                     let got = match read_batch(file, &mut slab[room..], off, n, &mut direct) {
