@@ -60,3 +60,60 @@ fn tricky_tree_restores_with_zero_differences() {
     assert_eq!(diffs.len(), 1, "{diffs:?}");
     assert!(diffs[0].starts_with("nanos: mtime"), "{diffs:?}");
 }
+
+/// Owner, group and permission bits come back exactly whatever the target
+/// directory would give new files: its own group (setgid), a default ACL,
+/// or nothing in particular (where files are created with their final
+/// bits from the start).
+#[test]
+fn files_keep_their_owner_and_mode_whatever_the_target_gives_new_files() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    sh(&format!(
+        "mkdir -p {s}/d && cd {s} && \
+         echo a > plain644 && chmod 644 plain644 && \
+         echo b > exec755 && chmod 755 exec755 && \
+         echo c > private600 && chmod 600 private600 && \
+         echo d > group640 && chmod 640 group640 && \
+         echo e > world666 && chmod 666 world666 && \
+         echo f > d/foreign && chown 1234:5678 d/foreign && chmod 644 d/foreign && \
+         echo g > d/rootgroup && chown 0:5678 d/rootgroup && chmod 644 d/rootgroup && \
+         echo h > d/setuid && chmod 4755 d/setuid",
+        s = src.display()
+    ));
+    let files = [
+        "plain644",
+        "exec755",
+        "private600",
+        "group640",
+        "world666",
+        "d/foreign",
+        "d/rootgroup",
+        "d/setuid",
+    ];
+    env.backup(&[&src]);
+    for (name, setup) in [
+        ("plain", ""),
+        ("setgid", "chgrp 4242 {t} && chmod 2775 {t}"),
+        ("acl", "setfacl -d -m u::rwx,g::---,o::--- {t}"),
+    ] {
+        let t = env.path(name);
+        std::fs::create_dir(&t).unwrap();
+        if !setup.is_empty() {
+            sh(&setup.replace("{t}", t.to_str().unwrap()));
+        }
+        env.run(&["restore", "latest", "--target", t.to_str().unwrap()])
+            .ok();
+        let restored = under(&t, &src);
+        for f in files {
+            let a = std::fs::symlink_metadata(src.join(f)).unwrap();
+            let b = std::fs::symlink_metadata(restored.join(f)).unwrap();
+            assert_eq!(
+                (b.mode() & 0o7777, b.uid(), b.gid()),
+                (a.mode() & 0o7777, a.uid(), a.gid()),
+                "{f} restored into the {name} target: mode, owner, group"
+            );
+        }
+    }
+}

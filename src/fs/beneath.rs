@@ -124,12 +124,40 @@ pub fn make_dir(dir: BorrowedFd, name: &OsStr) -> io::Result<Replaced> {
     }
 }
 
-/// Creates a new regular file `name` (mode 0600 until its metadata is set).
-pub fn create_file(dir: BorrowedFd, name: &OsStr) -> io::Result<(OwnedFd, Replaced)> {
+/// Creates a new regular file `name` with permission bits `mode` (0600
+/// unless its final bits are known to be safe from the start).
+pub fn create_file(dir: BorrowedFd, name: &OsStr, mode: u32) -> io::Result<(OwnedFd, Replaced)> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     create_replacing(dir, name, || {
-        rfs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
+        rfs::openat(dir, name, flags, Mode::from_raw_mode(mode & 0o777))
     })
+}
+
+/// What a file created in directory `dir` starts with, for the restore to
+/// skip what it need not set again.
+#[derive(Clone, Copy, Default)]
+pub struct DirFacts {
+    /// Its new files get the creator's group: the directory's group is the
+    /// creator's, so neither a setgid directory nor a `grpid` mount gives
+    /// them another.
+    pub creators_group: bool,
+    /// No default ACL: a new file's permission bits are the mode asked
+    /// for less the umask.
+    pub no_default_acl: bool,
+}
+
+impl DirFacts {
+    pub fn of(dir: BorrowedFd, egid: u32) -> DirFacts {
+        let creators_group = rfs::fstat(dir).is_ok_and(|st| st.st_gid == egid);
+        let no_default_acl = matches!(
+            rfs::fgetxattr(dir, "system.posix_acl_default", &mut [0u8; 0][..]),
+            Err(Errno::NODATA | Errno::NOTSUP)
+        );
+        DirFacts {
+            creators_group,
+            no_default_acl,
+        }
+    }
 }
 
 pub fn create_symlink(dir: BorrowedFd, name: &OsStr, target: &[u8]) -> io::Result<Replaced> {

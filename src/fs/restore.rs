@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use crate::format::tree::{Extent, MAX_DEPTH, Node, NodeKind};
 use crate::repository::reader::Reader;
 
-use super::beneath::{self, Entry, Replaced};
+use super::beneath::{self, DirFacts, Entry, Replaced};
 
 pub struct Restorer<'a> {
     reader: &'a Reader<'a>,
@@ -35,6 +35,10 @@ pub struct Restorer<'a> {
     base: BorrowedFd<'a>,
     shown: PathBuf,
     as_root: bool,
+    /// Who new files belong to, and the mask their mode is created under.
+    euid: u32,
+    egid: u32,
+    umask: u32,
     errors: Mutex<Vec<String>>,
     pub files: AtomicU64,
     pub bytes: AtomicU64,
@@ -65,13 +69,19 @@ struct Plan {
 
 impl<'a> Restorer<'a> {
     pub fn new(reader: &'a Reader<'a>, base: BorrowedFd<'a>, shown: &Path) -> Self {
-        // SAFETY: geteuid cannot fail.
-        let as_root = unsafe { libc::geteuid() } == 0;
+        let euid = rustix::process::geteuid().as_raw();
+        let egid = rustix::process::getegid().as_raw();
+        // Read by setting it; put back at once, before any file is made.
+        let umask = rustix::process::umask(rustix::fs::Mode::empty());
+        rustix::process::umask(umask);
         Restorer {
             reader,
             base,
             shown: shown.to_path_buf(),
-            as_root,
+            as_root: euid == 0,
+            euid,
+            egid,
+            umask: umask.bits(),
             errors: Mutex::new(Vec::new()),
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -162,9 +172,10 @@ impl<'a> Restorer<'a> {
                     return;
                 }
             };
+            let facts = DirFacts::of(fd.as_fd(), self.egid);
             dir.entries.par_iter().for_each(|node| {
                 let rel = dir.rel.join(OsStr::from_bytes(&node.name));
-                if let Err(e) = self.write_entry(fd.as_fd(), &rel, node) {
+                if let Err(e) = self.write_entry(fd.as_fd(), facts, &rel, node) {
                     self.error(&rel, &e);
                     failed
                         .lock()
@@ -301,14 +312,41 @@ impl<'a> Restorer<'a> {
         Some((plan.dirs.len() - 1, node))
     }
 
-    fn write_entry(&self, dir: BorrowedFd, rel: &Path, node: &Node) -> Result<()> {
+    /// What of a file's metadata it is created with: whether it already
+    /// has its owner, and whether it can be made with its final permission
+    /// bits (the mode to create it with).
+    ///
+    /// Final bits from the start only for a file that has its owner from
+    /// the start, no setuid, setgid or sticky bit, no xattrs (an ACL would
+    /// set bits of its own), in a directory without a default ACL, and
+    /// bits the umask leaves alone: then the file is, the moment it exists,
+    /// what it is once restored, and `fchmod` is not needed. Everything
+    /// else is created 0600 and set afterwards. In directories this
+    /// restore made, no other user can reach the file before the end
+    /// anyway: they stay 0700 until their own metadata is set, last.
+    fn created(&self, facts: DirFacts, node: &Node) -> (bool, Option<u32>) {
+        let owned = !self.as_root || (node.uid == self.euid && node.gid == self.egid && facts.creators_group);
+        let bits = node.mode & 0o7777;
+        let plain = owned
+            && bits & 0o7000 == 0
+            && node.xattrs.is_empty()
+            && facts.no_default_acl
+            && bits & self.umask == 0;
+        (owned, plain.then_some(bits))
+    }
+
+    fn write_entry(&self, dir: BorrowedFd, facts: DirFacts, rel: &Path, node: &Node) -> Result<()> {
         let name = OsStr::from_bytes(&node.name);
         match node.kind {
             NodeKind::File => {
-                let (fd, r) = beneath::create_file(dir, name).context("creating the file")?;
+                let (owned, mode) = self.created(facts, node);
+                let (fd, r) =
+                    beneath::create_file(dir, name, mode.unwrap_or(0o600)).context("creating the file")?;
                 self.replaced(rel, r);
                 self.write_file(&fd, node)?;
-                self.set_metadata(&Entry::Open(fd.as_fd()), node)
+                // O_EXCL: the file is the one just made, whatever was in
+                // the way before.
+                self.set_metadata_skipping(&Entry::Open(fd.as_fd()), node, owned, mode.is_some())
             }
             NodeKind::Symlink => {
                 let r = beneath::create_symlink(dir, name, &node.target).context("creating the symlink")?;
@@ -362,7 +400,13 @@ impl<'a> Restorer<'a> {
     /// Owner, xattrs, mode, times: in that order, since chown clears
     /// setuid/setgid and ACLs touch the group bits.
     fn set_metadata(&self, entry: &Entry, node: &Node) -> Result<()> {
-        if self.as_root {
+        self.set_metadata_skipping(entry, node, false, false)
+    }
+
+    /// [`Restorer::set_metadata`], less the owner or the mode where the
+    /// entry was created with them.
+    fn set_metadata_skipping(&self, entry: &Entry, node: &Node, owned: bool, moded: bool) -> Result<()> {
+        if self.as_root && !owned {
             beneath::set_owner(entry, node.uid, node.gid).context("setting the owner")?;
         }
         for (name, value) in &node.xattrs {
@@ -379,7 +423,7 @@ impl<'a> Restorer<'a> {
                 }
             }
         }
-        if node.kind != NodeKind::Symlink {
+        if node.kind != NodeKind::Symlink && !moded {
             beneath::set_mode(entry, node.mode).context("setting the mode")?;
         }
         beneath::set_times(entry, node).context("setting the times")?;
