@@ -40,7 +40,7 @@ impl Chunker {
         if data.len() <= self.min {
             return data.len();
         }
-        self.cut(data).max(1)
+        self.cut(data)
     }
 
     /// Where the chunk starting at `data` ends, looking no further than
@@ -60,7 +60,8 @@ impl Chunker {
             &self.gear,
             &self.gear_ls,
         );
-        n
+        // Never an empty chunk, whatever the parameters.
+        n.max(1)
     }
 
     /// Splits a buffer into chunk lengths. With `eof` false the tail that

@@ -7,6 +7,8 @@ use strongroom::error::{EXIT_OK, EXIT_USAGE, exit_code, is_broken_pipe};
 use strongroom::escape;
 
 fn main() {
+    // First: no other thread may exist yet.
+    strongroom::aligned::tune_allocator();
     // Before any secret is in memory: a passphrase from the environment,
     // a key file, or a key `keygen` makes.
     strongroom::keys::keep_out_of_core_dumps();
@@ -15,7 +17,6 @@ fn main() {
     // Before any thread starts, so that every thread inherits the mask.
     strongroom::interrupt::install();
     strongroom::fs::raise_descriptor_limit();
-    strongroom::aligned::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -4,6 +4,7 @@
 
 mod util;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use strongroom::format::Id;
@@ -61,6 +62,20 @@ fn a_lost_pack_never_spreads_and_repair_keeps_what_survives() {
     env.restore_matches(&second, &src);
     let r = env.run(&["check"]).fails(1);
     assert!(r.stderr().contains(&pack_name), "{}", r.stderr());
+
+    // The first snapshot's file whose data was in that pack fails to
+    // restore: what was written of it stays its creator's alone (0600),
+    // not the bits it would have had; the rest comes back with theirs.
+    let t = env.path("out-first");
+    let r = env
+        .run(&["restore", &first, "--target", t.to_str().unwrap()])
+        .fails(1);
+    assert!(r.stderr().contains("gone.bin"), "{}", r.stderr());
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&under(&t, &src.join("dir/gone.bin"))), 0o600);
+    let kept = src.join("kept.bin");
+    assert_ne!(mode(&kept), 0o600);
+    assert_eq!(mode(&under(&t, &kept)), mode(&kept));
 
     let r = env.run(&["repair", "index"]).ok();
     assert!(

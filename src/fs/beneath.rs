@@ -107,18 +107,19 @@ fn create_replacing<T>(
 }
 
 /// Makes directory `name` in `dir`, or reuses the directory already there;
-/// anything else in the way (a symlink above all) is replaced.
-pub fn make_dir(dir: BorrowedFd, name: &OsStr) -> io::Result<Replaced> {
+/// anything else in the way (a symlink above all) is replaced. Says what
+/// was replaced, and whether the directory is a new one.
+pub fn make_dir(dir: BorrowedFd, name: &OsStr) -> io::Result<(Replaced, bool)> {
     match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
-        Ok(()) => Ok(Replaced::Nothing),
+        Ok(()) => Ok((Replaced::Nothing, true)),
         Err(Errno::EXIST) => {
             let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io)?;
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                return Ok(Replaced::Nothing);
+                return Ok((Replaced::Nothing, false));
             }
             let replaced = remove_existing(dir, name)?;
             rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io)?;
-            Ok(replaced)
+            Ok((replaced, true))
         }
         Err(e) => Err(io(e)),
     }

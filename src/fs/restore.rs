@@ -51,6 +51,9 @@ struct Dir {
     /// the directories leading to a restored path.
     node: Option<Node>,
     entries: Vec<Node>,
+    /// Made by this restore (0700 and root's, or the user's, until its
+    /// metadata is set last), rather than found there.
+    made: bool,
 }
 
 /// A hard link to make once every entry is written.
@@ -71,9 +74,7 @@ impl<'a> Restorer<'a> {
     pub fn new(reader: &'a Reader<'a>, base: BorrowedFd<'a>, shown: &Path) -> Self {
         let euid = rustix::process::geteuid().as_raw();
         let egid = rustix::process::getegid().as_raw();
-        // Read by setting it; put back at once, before any file is made.
-        let umask = rustix::process::umask(rustix::fs::Mode::empty());
-        rustix::process::umask(umask);
+        let umask = current_umask();
         Restorer {
             reader,
             base,
@@ -81,7 +82,7 @@ impl<'a> Restorer<'a> {
             as_root: euid == 0,
             euid,
             egid,
-            umask: umask.bits(),
+            umask,
             errors: Mutex::new(Vec::new()),
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -123,6 +124,7 @@ impl<'a> Restorer<'a> {
             rel: PathBuf::new(),
             node: None,
             entries: Vec::new(),
+            made: false,
         });
         self.plan_from((0, node.clone()), &mut plan);
         self.run(plan)
@@ -137,7 +139,7 @@ impl<'a> Restorer<'a> {
         let mut walked = PathBuf::new();
         for c in parent.iter() {
             walked.push(c);
-            let r = beneath::make_dir(fd.as_fd(), c)
+            let (r, _) = beneath::make_dir(fd.as_fd(), c)
                 .with_context(|| format!("making {}", self.show(&walked).display()))?;
             self.replaced(&walked, r);
             fd = beneath::open_dir(self.base, &walked)
@@ -148,6 +150,7 @@ impl<'a> Restorer<'a> {
             rel: parent.to_path_buf(),
             node: None,
             entries: Vec::new(),
+            made: false,
         });
         let mut renamed = node.clone();
         renamed.name = name.as_bytes().to_vec();
@@ -172,7 +175,12 @@ impl<'a> Restorer<'a> {
                     return;
                 }
             };
-            let facts = DirFacts::of(fd.as_fd(), self.egid);
+            // Files start with their final owner and bits only in
+            // directories this restore made.
+            let facts = match dir.made {
+                true => DirFacts::of(fd.as_fd(), self.egid),
+                false => DirFacts::default(),
+            };
             dir.entries.par_iter().for_each(|node| {
                 let rel = dir.rel.join(OsStr::from_bytes(&node.name));
                 if let Err(e) = self.write_entry(fd.as_fd(), facts, &rel, node) {
@@ -297,17 +305,21 @@ impl<'a> Restorer<'a> {
             None => beneath::open_dir(self.base, &plan.dirs[dir].rel)
                 .and_then(|fd| beneath::make_dir(fd.as_fd(), name)),
         };
-        match made {
-            Ok(r) => self.replaced(&rel, r),
+        let made = match made {
+            Ok((r, made)) => {
+                self.replaced(&rel, r);
+                made
+            }
             Err(e) => {
                 self.error(&rel, &anyhow!(e).context("creating the directory"));
                 return None;
             }
-        }
+        };
         plan.dirs.push(Dir {
             rel,
             node: Some(node.clone()),
             entries: Vec::new(),
+            made,
         });
         Some((plan.dirs.len() - 1, node))
     }
@@ -316,14 +328,14 @@ impl<'a> Restorer<'a> {
     /// has its owner, and whether it can be made with its final permission
     /// bits (the mode to create it with).
     ///
-    /// Final bits from the start only for a file that has its owner from
-    /// the start, no setuid, setgid or sticky bit, no xattrs (an ACL would
-    /// set bits of its own), in a directory without a default ACL, and
-    /// bits the umask leaves alone: then the file is, the moment it exists,
-    /// what it is once restored, and `fchmod` is not needed. Everything
-    /// else is created 0600 and set afterwards. In directories this
-    /// restore made, no other user can reach the file before the end
-    /// anyway: they stay 0700 until their own metadata is set, last.
+    /// Only in a directory this restore made: it stays 0700 until its own
+    /// metadata is set, last, so no other user reaches the file before it
+    /// is whole. Final bits from the start only for a file that has its
+    /// owner from the start, no setuid, setgid or sticky bit, no xattrs
+    /// (an ACL would set bits of its own), no default ACL in the directory,
+    /// and bits the umask leaves alone. What the file got is checked
+    /// (`fstat`) before `fchown` and `fchmod` are skipped. Everything else
+    /// is created 0600 and set afterwards.
     fn created(&self, facts: DirFacts, node: &Node) -> (bool, Option<u32>) {
         let owned = !self.as_root || (node.uid == self.euid && node.gid == self.egid && facts.creators_group);
         let bits = node.mode & 0o7777;
@@ -343,10 +355,27 @@ impl<'a> Restorer<'a> {
                 let (fd, r) =
                     beneath::create_file(dir, name, mode.unwrap_or(0o600)).context("creating the file")?;
                 self.replaced(rel, r);
-                self.write_file(&fd, node)?;
-                // O_EXCL: the file is the one just made, whatever was in
-                // the way before.
-                self.set_metadata_skipping(&Entry::Open(fd.as_fd()), node, owned, mode.is_some())
+                // O_EXCL: the file is the one just made. Whatever the
+                // filesystem gave it other than what was expected (a
+                // squashed owner, inherited permissions) is set as before.
+                let (owned, moded) = match (owned && self.as_root) || mode.is_some() {
+                    true => {
+                        let st = rustix::fs::fstat(&fd).context("reading the new file's owner and mode")?;
+                        let owner = owned && st.st_uid == node.uid && st.st_gid == node.gid;
+                        let bits = mode.is_some_and(|m| st.st_mode & 0o7777 == m);
+                        (owner || !self.as_root, bits && (owner || !self.as_root))
+                    }
+                    false => (owned, false),
+                };
+                if let Err(e) = self.write_file(&fd, node) {
+                    // What was written is not the file: it stays its
+                    // creator's alone, as any file that fails does.
+                    if moded {
+                        let _ = beneath::set_mode(&Entry::Open(fd.as_fd()), 0o600);
+                    }
+                    return Err(e);
+                }
+                self.set_metadata_skipping(&Entry::Open(fd.as_fd()), node, owned, moded)
             }
             NodeKind::Symlink => {
                 let r = beneath::create_symlink(dir, name, &node.target).context("creating the symlink")?;
@@ -445,4 +474,18 @@ fn write_all_at(fd: BorrowedFd, mut data: &[u8], mut at: u64) -> std::io::Result
         }
     }
     Ok(())
+}
+
+/// The process's umask, read from `/proc/self/status` (setting it to read
+/// it would change it for every thread meanwhile); if it cannot be read,
+/// one that keeps every file on the path that sets its mode afterwards.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
 }
