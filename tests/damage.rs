@@ -368,3 +368,107 @@ fn a_giant_object_under_packs_is_refused_by_its_size_not_read() {
     );
     env.restore_matches("latest", &src);
 }
+
+/// Where the blob of a one-blob file lies: its pack's path and its
+/// entry, found through the real index with the real subkeys.
+fn blob_of(env: &Env, content: &[u8]) -> (std::path::PathBuf, strongroom::format::index::BlobEntry) {
+    let key = strongroom::keys::load(&env.keys.full, &Default::default()).unwrap();
+    let shared = key.shared();
+    let id = Id(strongroom::crypto::subkeys::hmac(
+        &shared.subkeys.blob_id,
+        content,
+    ));
+    let backend = strongroom::backend::open(env.repo().to_str().unwrap(), &Default::default()).unwrap();
+    let repo = strongroom::repository::Repository::open(backend.clone(), shared).unwrap();
+    for p in env.repo_objects("index") {
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        let file = strongroom::repository::index::read_index_file(
+            backend.as_ref(),
+            &shared.subkeys,
+            &repo.id(),
+            &name,
+        )
+        .unwrap();
+        for pack in file.packs {
+            if let Some(e) = pack.blobs.iter().find(|b| b.id == id) {
+                let hex = pack.pack.to_hex();
+                return (env.repo().join("packs").join(&hex[..2]).join(&hex), *e);
+            }
+        }
+    }
+    panic!("no index entry for the blob");
+}
+
+#[test]
+fn a_damaged_blob_read_with_its_neighbours_fails_only_its_own_file() {
+    // Small files of one directory lie side by side in a pack, and restore
+    // reads them with one ranged read: damage to one of them, or a pack cut
+    // short among them, must fail only the files it touches.
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("many")).unwrap();
+    for i in 0..40 {
+        util::random_file(
+            &src.join(format!("many/n{i:02}.dat")),
+            3000 + 97 * i,
+            100 + i as u64,
+        );
+    }
+    env.backup(&[&src]);
+    let content = |i: usize| std::fs::read(src.join(format!("many/n{i:02}.dat"))).unwrap();
+    let located: Vec<_> = (0..40).map(|i| blob_of(&env, &content(i))).collect();
+    let (pack, _) = &located[0];
+    assert!(
+        located.iter().all(|(p, _)| p == pack),
+        "the small files are in one pack"
+    );
+
+    // A byte of one blob, in the middle of its neighbours, is flipped.
+    let (_, hit) = &located[17];
+    util::flip_byte(pack, hit.offset as u64 + hit.length as u64 / 2);
+    let t = env.path("out-flipped");
+    let r = env
+        .run(&["restore", "latest", "--target", t.to_str().unwrap()])
+        .fails(1);
+    assert!(
+        r.stderr().contains("n17.dat") && r.stderr().contains(&hit.id.to_string()),
+        "{}",
+        r.stderr()
+    );
+    for i in (0..40).filter(|&i| i != 17) {
+        let got = std::fs::read(under(&t, &src.join(format!("many/n{i:02}.dat")))).unwrap();
+        assert!(got == content(i), "n{i:02}.dat restored wrong");
+    }
+    for i in (0..40).filter(|&i| i != 17) {
+        assert!(!r.stderr().contains(&format!("n{i:02}.dat")), "{}", r.stderr());
+    }
+    util::flip_byte(pack, hit.offset as u64 + hit.length as u64 / 2);
+
+    // The pack is cut short right after one blob: the files before the cut
+    // still come back, each of the others fails with its own error.
+    let cut = located[20].1.offset as u64 + located[20].1.length as u64;
+    let whole = std::fs::read(pack).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(pack)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let t = env.path("out-cut");
+    let r = env
+        .run(&["restore", "latest", "--target", t.to_str().unwrap()])
+        .fails(1);
+    for (i, (_, e)) in located.iter().enumerate() {
+        let name = format!("n{i:02}.dat");
+        let at = under(&t, &src.join(format!("many/{name}")));
+        if e.offset as u64 + e.length as u64 <= cut {
+            assert!(std::fs::read(&at).unwrap() == content(i), "{name} restored wrong");
+            assert!(!r.stderr().contains(&name), "{}", r.stderr());
+        } else {
+            assert!(r.stderr().contains(&name), "{name} not reported: {}", r.stderr());
+        }
+    }
+    std::fs::write(pack, whole).unwrap();
+    env.restore_matches("latest", &src);
+}

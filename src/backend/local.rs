@@ -7,7 +7,6 @@
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -185,18 +184,19 @@ impl Backend for Local {
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let f = self.open_object(kind, name)?;
-        let mut buf = vec![0u8; length as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            let n = f
-                .read_at(&mut buf[got..], offset + got as u64)
-                .map_err(|e| self.not_found(kind, name, e))?;
-            if n == 0 {
-                break;
+        let length = length as usize;
+        // Read into the buffer's spare room: zeroing it first would be a
+        // pass over every byte for nothing.
+        let mut buf = Vec::with_capacity(length);
+        while buf.len() < length {
+            let at = offset + buf.len() as u64;
+            match rustix::io::pread(&*f, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(0) => break,
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(self.not_found(kind, name, e.into())),
             }
-            got += n;
         }
-        buf.truncate(got);
+        buf.truncate(length);
         Ok(buf)
     }
 

@@ -7,11 +7,11 @@
 //! restored it or it was already in the target, so no tree can make restore
 //! write outside its target.
 //!
-//! Passes: walk the trees in order, making directories and deciding which
-//! entry of each hard-link group is written; write files and special
-//! entries in parallel, a directory at a time; link the rest of each group;
-//! set directory metadata deepest first. A damaged blob or tree fails only
-//! the entries that use it.
+//! Passes: walk the trees a level at a time, making directories and
+//! deciding which entry of each hard-link group is written; write files
+//! and special entries in parallel, a directory at a time; link the rest
+//! of each group; set directory metadata deepest first. A damaged blob or
+//! tree fails only the entries that use it.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -24,10 +24,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, anyhow};
 use rayon::prelude::*;
 
+use crate::format::Id;
 use crate::format::tree::{Extent, MAX_DEPTH, Node, NodeKind};
-use crate::repository::reader::Reader;
+use crate::repository::index::Location;
+use crate::repository::reader::{Reader, group_spans};
 
 use super::beneath::{self, DirFacts, Entry, Replaced};
+
+/// Neighbouring one-blob files of a directory are read together when the
+/// bytes between them are at most this many, and the read at most
+/// [`SPAN_BYTES`] (held while its files are written).
+const SPAN_GAP: u64 = 16 << 10;
+const SPAN_BYTES: u64 = 4 << 20;
 
 pub struct Restorer<'a> {
     reader: &'a Reader<'a>,
@@ -63,6 +71,30 @@ struct Link {
     to_dir: usize,
     to_name: Vec<u8>,
 }
+
+/// An entry of a directory being walked: a directory made, to be walked
+/// next, or anything else, to be written later.
+enum Child {
+    Entry(Node),
+    Dir(Node, bool),
+}
+
+/// Adds directory `node`, made below directory `dir` of the plan, to the
+/// plan, to be walked.
+fn push_dir(plan: &mut Plan, dir: usize, node: Node, made: bool) -> (usize, Option<Id>) {
+    let rel = plan.dirs[dir].rel.join(OsStr::from_bytes(&node.name));
+    let subtree = node.subtree;
+    plan.dirs.push(Dir {
+        rel,
+        node: Some(node),
+        entries: Vec::new(),
+        made,
+    });
+    (plan.dirs.len() - 1, subtree)
+}
+
+/// One-blob files whose blobs are read with one ranged read.
+type SpanGroup<'n> = Vec<(Location, &'n Node)>;
 
 #[derive(Default)]
 struct Plan {
@@ -126,7 +158,7 @@ impl<'a> Restorer<'a> {
             entries: Vec::new(),
             made: false,
         });
-        self.plan_from((0, node.clone()), &mut plan);
+        self.plan_from((0, node.subtree), &mut plan);
         self.run(plan)
     }
 
@@ -154,7 +186,7 @@ impl<'a> Restorer<'a> {
         });
         let mut renamed = node.clone();
         renamed.name = name.as_bytes().to_vec();
-        if let Some(sub) = self.add(renamed, 0, &mut plan, &mut HashMap::new(), Some(fd.as_fd())) {
+        if let Some(sub) = self.add(renamed, 0, &mut plan, &mut HashMap::new(), fd.as_fd()) {
             self.plan_from(sub, &mut plan);
         }
         self.run(plan)
@@ -181,16 +213,32 @@ impl<'a> Restorer<'a> {
                 true => DirFacts::of(fd.as_fd(), self.egid),
                 false => DirFacts::default(),
             };
-            dir.entries.par_iter().for_each(|node| {
+            let entry = |node: &Node, pre: Option<(&Location, &[u8])>| {
                 let rel = dir.rel.join(OsStr::from_bytes(&node.name));
-                if let Err(e) = self.write_entry(fd.as_fd(), facts, &rel, node) {
+                if let Err(e) = self.write_entry(fd.as_fd(), facts, &rel, node, pre) {
                     self.error(&rel, &e);
                     failed
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert((i, node.name.clone()));
                 }
-            });
+            };
+            let (spans, rest) = self.spans(&dir.entries);
+            rayon::join(
+                || rest.par_iter().for_each(|node| entry(node, None)),
+                || {
+                    spans.par_iter().for_each(|group| {
+                        let locs: Vec<Location> = group.iter().map(|(l, _)| *l).collect();
+                        // If the span cannot be read, each file reads its
+                        // own blob and reports what went wrong with it.
+                        let span = self.reader.read_span(&locs).ok();
+                        group.par_iter().for_each(|(loc, node)| {
+                            let sealed = span.as_ref().and_then(|s| s.sealed(loc));
+                            entry(node, sealed.map(|s| (loc, s)));
+                        });
+                    })
+                },
+            );
         });
         let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
         for l in &plan.links {
@@ -219,52 +267,109 @@ impl<'a> Restorer<'a> {
                 ),
             }
         }
-        for dir in plan.dirs.iter().rev() {
-            if let Some(node) = &dir.node
-                && let Err(e) = beneath::open_dir(self.base, &dir.rel)
-                    .map_err(|e| anyhow!(e).context("opening the directory"))
-                    .and_then(|fd| self.set_metadata(&Entry::Open(fd.as_fd()), node))
-            {
-                self.error(&dir.rel, &e);
-            }
+        // Directory metadata last, deepest first, so that nothing done in
+        // a directory after its times are set changes them: a depth at a
+        // time, each in parallel.
+        let depth: Vec<usize> = plan.dirs.iter().map(|d| d.rel.components().count()).collect();
+        let mut order: Vec<usize> = (0..plan.dirs.len())
+            .filter(|&i| plan.dirs[i].node.is_some())
+            .collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(depth[i]));
+        for level in order.chunk_by(|&a, &b| depth[a] == depth[b]) {
+            level.par_iter().for_each(|&i| {
+                let dir = &plan.dirs[i];
+                if let Some(node) = &dir.node
+                    && let Err(e) = beneath::open_dir(self.base, &dir.rel)
+                        .map_err(|e| anyhow!(e).context("opening the directory"))
+                        .and_then(|fd| self.set_metadata(&Entry::Open(fd.as_fd()), node))
+                {
+                    self.error(&dir.rel, &e);
+                }
+            });
         }
         Ok(())
     }
 
-    /// Walks a directory's tree, adding its entries to its directory of
-    /// the plan and making subdirectories as it goes.
-    fn plan_from(&self, start: (usize, Node), plan: &mut Plan) {
-        let mut seen = HashMap::new();
-        // (the directory's index in the plan, its node): an explicit stack,
-        // so no tree is deep enough to exhaust ours.
-        let mut stack = vec![start];
-        while let Some((dir, node)) = stack.pop() {
-            let Some(tree_id) = node.subtree else { continue };
-            let tree = match self.reader.read_tree(&tree_id) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.error(&plan.dirs[dir].rel, &e.context("reading its directory listing"));
-                    continue;
-                }
+    /// A directory's files whose content is one blob, grouped so that
+    /// each group is one ranged read of its pack, and the other entries.
+    /// Small files lie side by side in a pack: reading them together
+    /// saves a read per file (a request per file, from a remote store).
+    fn spans<'n>(&self, entries: &'n [Node]) -> (Vec<SpanGroup<'n>>, Vec<&'n Node>) {
+        let mut one_blob = Vec::new();
+        let mut rest = Vec::new();
+        for node in entries {
+            let loc = match (node.kind, node.content.as_slice()) {
+                (NodeKind::File, [Extent::Data { id, .. }]) => self.reader.data_location(id),
+                _ => None,
             };
-            let fd = if tree.nodes.iter().any(|n| n.kind == NodeKind::Dir) {
-                match beneath::open_dir(self.base, &plan.dirs[dir].rel) {
-                    Ok(fd) => Some(fd),
-                    Err(e) => {
-                        self.error(&plan.dirs[dir].rel, &anyhow!(e).context("opening the directory"));
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            for child in tree.nodes {
-                let parent = fd.as_ref().map(|f| f.as_fd());
-                if let Some(sub) = self.add(child, dir, plan, &mut seen, parent) {
-                    stack.push(sub);
-                }
+            match loc {
+                Some(loc) => one_blob.push((loc, node)),
+                None => rest.push(node),
             }
         }
+        (group_spans(one_blob, SPAN_GAP, SPAN_BYTES), rest)
+    }
+
+    /// Walks a directory's tree, adding its entries to its directory of
+    /// the plan and making subdirectories as it goes. It goes a level at a
+    /// time: the listings of a level are read, and their subdirectories
+    /// made, in parallel; the plan is then extended in the level's order,
+    /// so it is the same however the threads ran.
+    fn plan_from(&self, start: (usize, Option<Id>), plan: &mut Plan) {
+        let mut seen = HashMap::new();
+        // No recursion, so no tree is deep enough to exhaust the stack.
+        let mut level = vec![start];
+        while !level.is_empty() {
+            let walked: Vec<Vec<Child>> = level
+                .par_iter()
+                .map(|(dir, subtree)| self.walk(&plan.dirs[*dir].rel, *subtree))
+                .collect();
+            let mut next = Vec::new();
+            for ((dir, _), children) in level.into_iter().zip(walked) {
+                for child in children {
+                    match child {
+                        Child::Entry(node) => self.place(node, dir, plan, &mut seen),
+                        Child::Dir(node, made) => next.push(push_dir(plan, dir, node, made)),
+                    }
+                }
+            }
+            level = next;
+        }
+    }
+
+    /// Reads the listing of the directory at `rel` and makes its
+    /// subdirectories. What fails is reported and left out.
+    fn walk(&self, rel: &Path, subtree: Option<Id>) -> Vec<Child> {
+        let Some(tree_id) = subtree else { return Vec::new() };
+        let tree = match self.reader.read_tree(&tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(rel, &e.context("reading its directory listing"));
+                return Vec::new();
+            }
+        };
+        let fd = if tree.nodes.iter().any(|n| n.kind == NodeKind::Dir) {
+            match beneath::open_dir(self.base, rel) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    self.error(rel, &anyhow!(e).context("opening the directory"));
+                    return Vec::new();
+                }
+            }
+        } else {
+            None
+        };
+        let mut children = Vec::with_capacity(tree.nodes.len());
+        for child in tree.nodes {
+            if child.kind != NodeKind::Dir {
+                children.push(Child::Entry(child));
+            } else if let Some(fd) = &fd
+                && let Some(made) = self.make_subdir(rel, &child, fd.as_fd())
+            {
+                children.push(Child::Dir(child, made));
+            }
+        }
+        children
     }
 
     /// Adds one entry to directory `dir` of the plan. A directory is made
@@ -275,53 +380,59 @@ impl<'a> Restorer<'a> {
         dir: usize,
         plan: &mut Plan,
         seen: &mut HashMap<(u64, u64), (usize, Vec<u8>)>,
-        parent: Option<BorrowedFd>,
-    ) -> Option<(usize, Node)> {
-        let rel = plan.dirs[dir].rel.join(OsStr::from_bytes(&node.name));
+        parent: BorrowedFd,
+    ) -> Option<(usize, Option<Id>)> {
         if node.kind != NodeKind::Dir {
-            if node.nlink > 1 && node.inode != 0 {
-                if let Some((to_dir, to_name)) = seen.get(&(node.dev, node.inode)) {
-                    plan.links.push(Link {
-                        dir,
-                        name: node.name.clone(),
-                        to_dir: *to_dir,
-                        to_name: to_name.clone(),
-                    });
-                    return None;
-                }
-                seen.insert((node.dev, node.inode), (dir, node.name.clone()));
-            }
-            plan.dirs[dir].entries.push(node);
+            self.place(node, dir, plan, seen);
             return None;
         }
+        let made = self.make_subdir(&plan.dirs[dir].rel, &node, parent)?;
+        Some(push_dir(plan, dir, node, made))
+    }
+
+    /// Puts a file or special entry into directory `dir` of the plan, or,
+    /// if it is a hard link to one already there, into the links.
+    fn place(
+        &self,
+        node: Node,
+        dir: usize,
+        plan: &mut Plan,
+        seen: &mut HashMap<(u64, u64), (usize, Vec<u8>)>,
+    ) {
+        if node.nlink > 1 && node.inode != 0 {
+            if let Some((to_dir, to_name)) = seen.get(&(node.dev, node.inode)) {
+                plan.links.push(Link {
+                    dir,
+                    name: node.name.clone(),
+                    to_dir: *to_dir,
+                    to_name: to_name.clone(),
+                });
+                return;
+            }
+            seen.insert((node.dev, node.inode), (dir, node.name.clone()));
+        }
+        plan.dirs[dir].entries.push(node);
+    }
+
+    /// Makes subdirectory `node` of `parent` (at `rel`): whether this
+    /// restore made it, or `None`, reported, if it could not.
+    fn make_subdir(&self, rel: &Path, node: &Node, parent: BorrowedFd) -> Option<bool> {
+        let rel = rel.join(OsStr::from_bytes(&node.name));
         if rel.components().count() > MAX_DEPTH {
             let e = anyhow!("directories nested deeper than {MAX_DEPTH} levels are refused as damage");
             self.error(&rel, &e);
             return None;
         }
-        let name = OsStr::from_bytes(&node.name);
-        let made = match parent {
-            Some(fd) => beneath::make_dir(fd, name),
-            None => beneath::open_dir(self.base, &plan.dirs[dir].rel)
-                .and_then(|fd| beneath::make_dir(fd.as_fd(), name)),
-        };
-        let made = match made {
+        match beneath::make_dir(parent, OsStr::from_bytes(&node.name)) {
             Ok((r, made)) => {
                 self.replaced(&rel, r);
-                made
+                Some(made)
             }
             Err(e) => {
                 self.error(&rel, &anyhow!(e).context("creating the directory"));
-                return None;
+                None
             }
-        };
-        plan.dirs.push(Dir {
-            rel,
-            node: Some(node.clone()),
-            entries: Vec::new(),
-            made,
-        });
-        Some((plan.dirs.len() - 1, node))
+        }
     }
 
     /// What of a file's metadata it is created with: whether it already
@@ -347,7 +458,16 @@ impl<'a> Restorer<'a> {
         (owned, plain.then_some(bits))
     }
 
-    fn write_entry(&self, dir: BorrowedFd, facts: DirFacts, rel: &Path, node: &Node) -> Result<()> {
+    /// Writes one entry into `dir`; `pre` is its content's blob, sealed,
+    /// if it was read with its neighbours.
+    fn write_entry(
+        &self,
+        dir: BorrowedFd,
+        facts: DirFacts,
+        rel: &Path,
+        node: &Node,
+        pre: Option<(&Location, &[u8])>,
+    ) -> Result<()> {
         let name = OsStr::from_bytes(&node.name);
         match node.kind {
             NodeKind::File => {
@@ -367,7 +487,7 @@ impl<'a> Restorer<'a> {
                     }
                     false => (owned, false),
                 };
-                if let Err(e) = self.write_file(&fd, node) {
+                if let Err(e) = self.write_file(&fd, node, pre) {
                     // What was written is not the file: it stays its
                     // creator's alone, as any file that fails does.
                     if moded {
@@ -392,7 +512,7 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn write_file(&self, fd: &OwnedFd, node: &Node) -> Result<()> {
+    fn write_file(&self, fd: &OwnedFd, node: &Node, pre: Option<(&Location, &[u8])>) -> Result<()> {
         let mut offsets = Vec::with_capacity(node.content.len());
         let mut off = 0u64;
         for e in &node.content {
@@ -404,7 +524,15 @@ impl<'a> Restorer<'a> {
             .zip(offsets.par_iter())
             .try_for_each(|(e, &at)| -> Result<()> {
                 if let Extent::Data { id, len } = e {
-                    let data = self.reader.read_blob(id, true)?;
+                    // A blob read with its neighbours that does not open is
+                    // read again, from each of its packs, to say why.
+                    let data = match pre.filter(|(l, _)| l.entry.id == *id) {
+                        Some((loc, sealed)) => self
+                            .reader
+                            .open_blob(loc, sealed, true)
+                            .or_else(|_| self.reader.read_blob(id, true))?,
+                        None => self.reader.read_blob(id, true)?,
+                    };
                     if data.len() != *len as usize {
                         return Err(anyhow!(
                             "blob {id} holds {} bytes, the tree says {len}",

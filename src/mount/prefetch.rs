@@ -14,7 +14,7 @@ use super::dir::tree_weight;
 use super::lru::{Claim, Lru};
 use crate::format::tree::{Extent, Node, NodeKind, Tree};
 use crate::repository::index::Location;
-use crate::repository::reader::{MAX_SPAN, Reader};
+use crate::repository::reader::{MAX_SPAN, Reader, group_spans};
 
 /// Blobs loaded ahead of a sequential reader (about 1 MiB each).
 const WINDOW: usize = 16;
@@ -295,29 +295,13 @@ fn claim_data(
 fn load_grouped<V: Send + Sync + 'static>(
     pool: &Pool,
     reader: &Arc<Reader<'static>>,
-    mut claimed: Vec<(Location, Claim<V>)>,
+    claimed: Vec<(Location, Claim<V>)>,
     decode: impl Fn(&Location, Vec<u8>) -> Option<(V, usize)> + Send + Sync + 'static,
 ) {
     if claimed.is_empty() {
         return;
     }
-    claimed.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
-    let mut groups: Vec<Vec<(Location, Claim<V>)>> = Vec::new();
-    for (loc, claim) in claimed {
-        let joins = groups.last().is_some_and(|g| {
-            let (first, prev) = (&g[0].0, &g[g.len() - 1].0);
-            let prev_end = prev.entry.offset as u64 + prev.entry.length as u64;
-            let at = loc.entry.offset as u64;
-            loc.pack == prev.pack
-                && at >= prev_end
-                && at - prev_end <= MAX_GAP
-                && at + loc.entry.length as u64 - first.entry.offset as u64 <= MAX_SPAN
-        });
-        match groups.last_mut() {
-            Some(g) if joins => g.push((loc, claim)),
-            _ => groups.push(vec![(loc, claim)]),
-        }
-    }
+    let groups = group_spans(claimed, MAX_GAP, MAX_SPAN);
     let c = &reader.counters;
     c.ahead_groups.fetch_add(groups.len() as u64, Ordering::Relaxed);
     c.ahead_blobs

@@ -46,6 +46,31 @@ impl Span {
     }
 }
 
+/// Groups blobs for ranged reads: by pack, in offset order, a blob joining
+/// the group before it when it starts after that group's end, at most
+/// `max_gap` bytes later, and the group then spans at most `max_span`
+/// bytes. Each group is one [`Reader::read_span`].
+pub fn group_spans<T>(mut items: Vec<(Location, T)>, max_gap: u64, max_span: u64) -> Vec<Vec<(Location, T)>> {
+    items.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
+    let mut groups: Vec<Vec<(Location, T)>> = Vec::new();
+    for (loc, item) in items {
+        let joins = groups.last().is_some_and(|g| {
+            let (first, prev) = (&g[0].0, &g[g.len() - 1].0);
+            let prev_end = prev.entry.offset as u64 + prev.entry.length as u64;
+            let at = loc.entry.offset as u64;
+            loc.pack == prev.pack
+                && at >= prev_end
+                && at - prev_end <= max_gap
+                && at + loc.entry.length as u64 - first.entry.offset as u64 <= max_span
+        });
+        match groups.last_mut() {
+            Some(g) if joins => g.push((loc, item)),
+            _ => groups.push(vec![(loc, item)]),
+        }
+    }
+    groups
+}
+
 /// What a reader has asked of the packs so far.
 #[derive(Default)]
 pub struct Counters {
