@@ -519,6 +519,10 @@ impl<'a> Restorer<'a> {
             offsets.push(off);
             off += e.byte_len();
         }
+        // Blobs are opened in parallel but written one at a time: the
+        // kernel serialises writes to one file anyway, and its writers
+        // spin while they wait, where these sleep.
+        let writing = Mutex::new(());
         node.content
             .par_iter()
             .zip(offsets.par_iter())
@@ -529,9 +533,9 @@ impl<'a> Restorer<'a> {
                     let data = match pre.filter(|(l, _)| l.entry.id == *id) {
                         Some((loc, sealed)) => self
                             .reader
-                            .open_blob(loc, sealed, true)
-                            .or_else(|_| self.reader.read_blob(id, true))?,
-                        None => self.reader.read_blob(id, true)?,
+                            .open_plain(loc, sealed, true)
+                            .or_else(|_| self.reader.read_blob_plain(id, true))?,
+                        None => self.reader.read_blob_plain(id, true)?,
                     };
                     if data.len() != *len as usize {
                         return Err(anyhow!(
@@ -539,7 +543,10 @@ impl<'a> Restorer<'a> {
                             data.len()
                         ));
                     }
-                    write_all_at(fd.as_fd(), &data, at)?;
+                    {
+                        let _turn = writing.lock().unwrap_or_else(|e| e.into_inner());
+                        write_all_at(fd.as_fd(), &data, at)?;
+                    }
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 Ok(())

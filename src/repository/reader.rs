@@ -46,6 +46,29 @@ impl Span {
     }
 }
 
+/// A blob's bytes where they were opened: a stored (uncompressed) blob
+/// stays in the buffer it was decrypted into, behind its encoding byte, so
+/// that using it takes no copy; [`Plain::into_vec`] makes it a vector of
+/// its own.
+pub struct Plain {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Plain {
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
+    }
+}
+
+impl std::ops::Deref for Plain {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 /// Groups blobs for ranged reads: by pack, in offset order, a blob joining
 /// the group before it when it starts after that group's end, at most
 /// `max_gap` bytes later, and the group then spans at most `max_span`
@@ -166,13 +189,18 @@ impl<'a> Reader<'a> {
     /// may be missing, truncated or damaged); if all fail, the first
     /// failure is the error.
     pub fn read_blob(&self, id: &Id, verify: bool) -> Result<Vec<u8>> {
+        self.read_kind(id, BlobKind::Data, verify).map(Plain::into_vec)
+    }
+
+    /// [`Reader::read_blob`], the bytes left where they were opened.
+    pub fn read_blob_plain(&self, id: &Id, verify: bool) -> Result<Plain> {
         self.read_kind(id, BlobKind::Data, verify)
     }
 
     /// Reads a blob of `kind`, trying each location the index gives for
     /// it (only those of that kind: an entry claiming another kind for the
     /// id is not this blob).
-    fn read_kind(&self, id: &Id, kind: BlobKind, verify: bool) -> Result<Vec<u8>> {
+    fn read_kind(&self, id: &Id, kind: BlobKind, verify: bool) -> Result<Plain> {
         let mut locations = self.index.locations(id);
         if locations.is_empty() {
             return Err(self.locate(id).unwrap_err());
@@ -223,9 +251,9 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn read_at(&self, loc: &Location, verify: bool) -> Result<Vec<u8>> {
+    fn read_at(&self, loc: &Location, verify: bool) -> Result<Plain> {
         self.check_lengths(loc)?;
-        if let Some(data) = self.read_cached(loc, verify) {
+        if let Some(data) = self.read_cached_plain(loc, verify) {
             return Ok(data);
         }
         let id = &loc.entry.id;
@@ -253,12 +281,16 @@ impl<'a> Reader<'a> {
     /// not open (damaged, or planted) is removed: the caller reads the
     /// pack instead.
     pub fn read_cached(&self, loc: &Location, verify: bool) -> Option<Vec<u8>> {
+        self.read_cached_plain(loc, verify).map(Plain::into_vec)
+    }
+
+    fn read_cached_plain(&self, loc: &Location, verify: bool) -> Option<Plain> {
         let disk = self.disk.as_ref()?;
         // Without the run's keys nothing opens: that says nothing of the
         // entry, which stays.
         self.keyring.get(&loc.entry.run).ok()?;
         let sealed = disk.get(loc)?;
-        match self.open_blob(loc, &sealed, verify) {
+        match self.open_plain(loc, &sealed, verify) {
             Ok(data) => {
                 self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
                 Some(data)
@@ -272,8 +304,8 @@ impl<'a> Reader<'a> {
 
     /// Opens a blob just read from its pack (see [`Reader::open_blob`]);
     /// if it opens, its sealed bytes are kept in the disk cache.
-    fn open_fetched(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
-        let data = self.open_blob(loc, sealed, verify)?;
+    fn open_fetched(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Plain> {
+        let data = self.open_plain(loc, sealed, verify)?;
         self.keep(loc, sealed);
         Ok(data)
     }
@@ -332,6 +364,11 @@ impl<'a> Reader<'a> {
 
     /// Opens a sealed blob (from its pack or the disk cache).
     pub fn open_blob(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Vec<u8>> {
+        self.open_plain(loc, sealed, verify).map(Plain::into_vec)
+    }
+
+    /// [`Reader::open_blob`], the bytes left where they were opened.
+    pub fn open_plain(&self, loc: &Location, sealed: &[u8], verify: bool) -> Result<Plain> {
         let plain = self.decrypt_blob(loc, sealed)?;
         let id = &loc.entry.id;
         let data = decompress(plain, loc.entry.raw_length as usize)
@@ -345,20 +382,7 @@ impl<'a> Reader<'a> {
     /// That a blob opens and matches its id, without keeping its bytes: a
     /// stored one is hashed where it was decrypted.
     pub fn verify_blob(&self, loc: &Location, sealed: &[u8]) -> Result<()> {
-        let plain = self.decrypt_blob(loc, sealed)?;
-        let id = &loc.entry.id;
-        let key = &self.key.shared.subkeys.blob_id;
-        let matches = if plain.first() == Some(&0) {
-            Id(hmac(key, &plain[1..])) == *id
-        } else {
-            let data = decompress(plain, loc.entry.raw_length as usize)
-                .with_context(|| format!("blob {id} of pack {}", loc.pack))?;
-            Id(hmac(key, &data)) == *id
-        };
-        if !matches {
-            bail!("blob {id} of pack {} does not match its id", loc.pack);
-        }
-        Ok(())
+        self.open_plain(loc, sealed, true).map(|_| ())
     }
 
     fn decrypt_blob(&self, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
@@ -379,14 +403,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The blob's bytes from its plaintext: a stored one in place (its
-/// encoding byte dropped, no second buffer), a compressed one decompressed.
-fn decompress(mut plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
+/// The blob's bytes from its plaintext: a stored one in place (behind its
+/// encoding byte, no second buffer), a compressed one decompressed.
+fn decompress(plain: Vec<u8>, raw_length: usize) -> Result<Plain> {
     match plain.split_first() {
-        Some((0, _)) => {
-            plain.remove(0);
-            Ok(plain)
-        }
+        Some((0, _)) => Ok(Plain { buf: plain, start: 1 }),
         Some((1, rest)) => {
             thread_local! {
                 static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
@@ -404,7 +425,7 @@ fn decompress(mut plain: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
             if out.len() != raw_length {
                 bail!("decompressed to {} bytes, expected {raw_length}", out.len());
             }
-            Ok(out)
+            Ok(Plain { buf: out, start: 0 })
         }
         _ => bail!("unknown blob encoding"),
     }
