@@ -185,6 +185,28 @@ pub fn tune_allocator() {
     }
 }
 
+/// Sets the C allocator up for a backup: blocks of [`MMAP_FROM`] and more
+/// are mappings of their own, returned to the system when freed.
+///
+/// glibc raises that threshold, by default, to the size of each mapped
+/// block freed, up to 32 MiB; from then on, file buffers and sealed blobs
+/// of a few hundred kilobytes to a few megabytes came from the arenas,
+/// and what they left behind between them stayed resident: 20 MB of the
+/// heap was free at the peak of a source tree's backup, and that peak
+/// swung by as much. Fixed at 512 KiB, the heap's free part stayed under
+/// 5 MB; the page faults of the new mappings cost a 1 GiB backup 0.35 s
+/// of system CPU and 0.05 s of its 2 s.
+pub fn tune_allocator_for_backup() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's parameters, under its lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_FROM as libc::c_int);
+    }
+}
+
+/// See [`tune_allocator_for_backup`].
+const MMAP_FROM: usize = 512 * 1024;
+
 /// Turns `O_DIRECT` on or off for an open file; false if it cannot be.
 pub fn set_direct(f: &File, on: bool) -> bool {
     let fd = f.as_raw_fd();

@@ -233,3 +233,65 @@ fn killed_backup_leaves_no_snapshot_and_its_packs_are_reused() {
     env.run(&["check", "--read-data"]).ok();
     env.restore_matches("latest", &src);
 }
+
+/// Many large files in one directory are read at once, some in the
+/// pipeline (large batches read ahead), some beside it (small batches),
+/// the rest waiting for either. Whichever way a file was read, it is cut
+/// into the same chunks as when it is streamed alone through standard
+/// input, which reads it another way again: backed up from there, no file
+/// adds data. And every file comes back byte for byte.
+#[test]
+fn large_files_read_at_once_are_cut_alike_whichever_way_they_are_read() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mib = 1 << 20;
+    let sizes = [
+        2 * mib + 1,
+        2 * mib + 4096,
+        3 * mib + 123,
+        5 * mib,
+        7 * mib + 4095,
+        9 * mib + 1,
+        11 * mib,
+        13 * mib + 17,
+        17 * mib + 8191,
+        23 * mib + 5,
+    ];
+    let mut names = Vec::new();
+    let mut total = 0u64;
+    for (i, &size) in sizes.iter().enumerate() {
+        names.push(format!("f{i}"));
+        util::random_file(&src.join(&names[i]), size, 1000 + i as u64);
+        total += size as u64;
+    }
+    // A compressible one, so that some chunks are compressed.
+    let text: String = (0..400_000).map(|i| format!("line {i} of the text\n")).collect();
+    std::fs::write(src.join("text"), &text).unwrap();
+    names.push("text".into());
+    total += text.len() as u64;
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let first = env.backup(&[&src]);
+    assert_eq!(n(&first, "bytes_read"), total, "{first}");
+    for name in &names {
+        let out = env
+            .cmd()
+            .arg("-r")
+            .arg(env.repo())
+            .arg("-k")
+            .arg(&env.keys.full)
+            .args(["--json", "backup", "--stdin", "--stdin-filename", name])
+            .stdin(std::fs::File::open(src.join(name)).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            n(&summary, "bytes_added") < 16 * 1024,
+            "{name}, read whole from standard input, was stored again: {summary}"
+        );
+    }
+    env.restore_matches(first["snapshot_id"].as_str().unwrap(), &src);
+}

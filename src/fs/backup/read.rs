@@ -6,12 +6,14 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use crate::aligned::{self, ALIGN, AlignedBuf};
+use crate::chunker::Chunker;
 use crate::format::tree::{Extent, Node, NodeKind};
 use crate::format::{BlobKind, Id, Timestamp};
 
@@ -19,36 +21,130 @@ use super::Archiver;
 use crate::fs::place::Stat;
 use crate::fs::source::{SourceError, advise_sequential, data_regions, read_full_at};
 
-/// How much of a large file is read before its chunks are processed; a
-/// file's reader runs one batch ahead of its chunks' processing. Smaller
-/// batches leave the two cores idle at the end of each (a 1 GiB backup
-/// took 2.8 s with 4 MiB batches, 2.4 s with 8 MiB).
+/// How much of a large file is read before its chunks are processed, in
+/// the pipeline: its reader runs one batch ahead of its chunks'
+/// processing. Smaller batches leave the two cores idle at the end of each
+/// (a 1 GiB backup took 2.8 s with 4 MiB batches, 2.4 s with 8 MiB). A
+/// region shorter than eight such batches is read in eighths, no smaller
+/// than [`SIDE_BATCH`]: the source tree's largest files (4 to 24 MB) held
+/// two 8 MB batches where a few would do.
 const BATCH: usize = 8 * 1024 * 1024;
-/// The batch of a large file read while another is: its chunks are
-/// processed beside the first file's, so smaller batches keep the cores
-/// as busy, and three such files at once no longer hold 50 MB. Regions
-/// up to this size are read whole.
+/// The batch of a large file read on its own thread while another is in
+/// the pipeline; regions up to this size are read whole.
 const SIDE_BATCH: usize = 2 * 1024 * 1024;
 /// Regions read whole from this size are read into a mapping of their
 /// own, returned to the system when done rather than kept in an arena.
 const MAPPED: usize = 1024 * 1024;
 
-/// Large regions being read in batches, by all file threads.
-static BATCHED: AtomicUsize = AtomicUsize::new(0);
+/// Regions longer than [`SIDE_BATCH`] read at once beside the pipeline.
+/// At least one: a file thread waiting for a lane counts on it.
+const SIDE_READERS: usize = 2;
+const _: () = assert!(SIDE_READERS >= 1);
 
-/// Counts one region in [`BATCHED`] while it lives.
-struct Batched;
+/// Who reads a large region. One at a time is in the pipeline: read a
+/// batch ahead on a thread of its own, its chunks processed in parallel.
+/// Up to [`SIDE_READERS`] more are read a batch at a time by their file
+/// threads, which process the chunks themselves. A file thread that finds
+/// all taken waits: however many large files a directory holds, no more
+/// than these are in memory at once (eight at once, one per file thread,
+/// made the peak of a source tree's backup swing from 100 to 150 MB).
+///
+/// Waiting cannot deadlock: a side reader waits on no other thread's
+/// work, so its lane comes free; and a file thread never waits for the
+/// pipeline alone (the pipeline's thread may be waiting, further down its
+/// own stack, for work this thread took), only for any lane.
+#[derive(Default)]
+struct Lanes {
+    pipeline: bool,
+    side: usize,
+}
 
-impl Batched {
-    /// Counts a region in; says whether it is the only one.
-    fn enter() -> (Batched, bool) {
-        (Batched, BATCHED.fetch_add(1, Ordering::Relaxed) == 0)
+static LANES: Mutex<Lanes> = Mutex::new(Lanes {
+    pipeline: false,
+    side: 0,
+});
+static LANE_FREED: Condvar = Condvar::new();
+
+/// A lane held while a region is read.
+enum Lane {
+    Pipeline,
+    Side,
+}
+
+impl Lane {
+    /// The pipeline if it is free, else a side lane; waits for either.
+    fn take() -> Lane {
+        let mut lanes = LANES.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if !lanes.pipeline {
+                lanes.pipeline = true;
+                return Lane::Pipeline;
+            }
+            if lanes.side < SIDE_READERS {
+                lanes.side += 1;
+                return Lane::Side;
+            }
+            lanes = LANE_FREED.wait(lanes).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
-impl Drop for Batched {
+impl Drop for Lane {
     fn drop(&mut self) {
-        BATCHED.fetch_sub(1, Ordering::Relaxed);
+        let mut lanes = LANES.lock().unwrap_or_else(|e| e.into_inner());
+        match self {
+            Lane::Pipeline => lanes.pipeline = false,
+            Lane::Side => lanes.side -= 1,
+        }
+        LANE_FREED.notify_one();
+    }
+}
+
+/// Reads a region a batch at a time into aligned buffers, each batch
+/// behind the bytes the last left unchunked, and splits each into chunks.
+struct Batches<'f> {
+    file: &'f File,
+    chunker: &'f Chunker,
+    off: u64,
+    end: u64,
+    batch: usize,
+    /// Room kept ahead of each batch for the last batch's unchunked tail.
+    room: usize,
+    direct: bool,
+    carry: Vec<u8>,
+}
+
+/// A batch read: its buffer, the range of it that was chunked, and the
+/// chunks' lengths.
+type Batch = (AlignedBuf, Range<usize>, Vec<usize>);
+
+impl Batches<'_> {
+    /// A buffer for one batch.
+    fn buffer(&self) -> AlignedBuf {
+        AlignedBuf::zeroed(self.room + self.batch)
+    }
+
+    /// Reads the next batch into `slab`; `None` once the region is done.
+    fn next(&mut self, mut slab: AlignedBuf) -> io::Result<Option<Batch>> {
+        if self.off >= self.end && self.carry.is_empty() {
+            return Ok(None);
+        }
+        let n = (self.batch as u64).min(self.end - self.off) as usize;
+        let room = self.room;
+        let from = room - self.carry.len();
+        slab[from..room].copy_from_slice(&self.carry);
+        let got = read_batch(self.file, &mut slab[room..], self.off, n, &mut self.direct)?;
+        self.off += got as u64;
+        let eof = got < n || self.off >= self.end;
+        if eof {
+            // A file cut short ends its region here.
+            self.end = self.off;
+        }
+        let data = &slab[from..room + got];
+        let (lens, used) = self.chunker.split(data, eof);
+        self.carry.clear();
+        self.carry.extend_from_slice(&data[used..]);
+        Ok(Some((slab, from..from + used, lens)))
     }
 }
 
@@ -80,8 +176,8 @@ impl Archiver<'_> {
     }
 
     /// Reads, chunks and stores one data region. A region longer than one
-    /// batch is read and chunked on a thread of its own, a batch ahead of
-    /// the threads that hash, compress and seal its chunks.
+    /// side batch is read a batch at a time: in the pipeline if it is free,
+    /// else on this thread.
     fn read_region(&self, file: &File, start: u64, end: u64, out: &mut Vec<Extent>) -> Result<()> {
         if end - start <= SIDE_BATCH as u64 {
             let n = (end - start) as usize;
@@ -97,81 +193,100 @@ impl Archiver<'_> {
             let buf = &buf[..got];
             self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
             let (lens, _) = self.chunker.split(buf, true);
-            return self.store_chunks(buf, &lens, out);
+            return self.store_chunks(buf, &lens, false, out);
         }
         advise_sequential(file, start, end);
         // Read around the page cache where the file allows: each batch goes
-        // from the disk into an aligned buffer, behind room for the bytes
-        // the last batch left unchunked.
+        // from the disk into an aligned buffer.
         let direct = start.is_multiple_of(ALIGN as u64) && aligned::set_direct(file, true);
-        let room = self.chunker.max_size().next_multiple_of(ALIGN);
-        let (_batched, alone) = Batched::enter();
-        let batch = if alone { BATCH } else { SIDE_BATCH };
-        type Batch = (AlignedBuf, Range<usize>, Vec<usize>);
-        let stored = std::thread::scope(|s| {
+        let lane = Lane::take();
+        let mut batches = Batches {
+            file,
+            chunker: &self.chunker,
+            off: start,
+            end,
+            batch: match lane {
+                Lane::Pipeline => (((end - start) / 8) as usize)
+                    .next_multiple_of(ALIGN)
+                    .clamp(SIDE_BATCH, BATCH),
+                Lane::Side => SIDE_BATCH,
+            },
+            room: self.chunker.max_size().next_multiple_of(ALIGN),
+            direct,
+            carry: Vec::new(),
+        };
+        let stored = match lane {
+            Lane::Pipeline => self.pipelined(&mut batches, out),
+            Lane::Side => self.beside(&mut batches, out),
+        };
+        // The file's other regions are read through the page cache.
+        if batches.direct {
+            aligned::set_direct(file, false);
+        }
+        stored
+    }
+
+    /// Reads a region's batches and stores their chunks on this thread, one
+    /// buffer for them all.
+    fn beside(&self, batches: &mut Batches, out: &mut Vec<Extent>) -> Result<()> {
+        let mut slab = batches.buffer();
+        while let Some((full, range, lens)) = batches.next(slab).map_err(SourceError)? {
+            self.bytes_read.fetch_add(range.len() as u64, Ordering::Relaxed);
+            self.store_chunks(&full[range], &lens, false, out)?;
+            slab = full;
+        }
+        Ok(())
+    }
+
+    /// Reads a region's batches on a thread of their own, one batch ahead
+    /// of the threads that hash, compress and seal its chunks.
+    fn pipelined(&self, batches: &mut Batches, out: &mut Vec<Extent>) -> Result<()> {
+        std::thread::scope(|s| {
             // Handed over, not queued: one batch read while the last is
             // processed, two buffers a file.
             let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Batch>>(0);
             // Batches processed come back to be filled again.
             let (back, spare) = std::sync::mpsc::channel::<AlignedBuf>();
             s.spawn(move || {
-                let mut carry: Vec<u8> = Vec::new();
-                let mut off = start;
-                let mut direct = direct;
                 loop {
-                    let n = (batch as u64).min(end - off) as usize;
-                    let mut slab = spare
-                        .try_recv()
-                        .unwrap_or_else(|_| AlignedBuf::zeroed(room + batch));
-                    let from = room - carry.len();
-                    slab[from..room].copy_from_slice(&carry);
-                    let got = match read_batch(file, &mut slab[room..], off, n, &mut direct) {
-                        Ok(g) => g,
+                    let slab = spare.try_recv().unwrap_or_else(|_| batches.buffer());
+                    let batch = match batches.next(slab) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return,
                         Err(e) => {
                             let _ = tx.send(Err(e));
                             return;
                         }
                     };
-                    off += got as u64;
-                    self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
-                    let eof = got < n || off >= end;
-                    let data = &slab[from..room + got];
-                    let (lens, used) = self.chunker.split(data, eof);
-                    carry.clear();
-                    carry.extend_from_slice(&data[used..]);
-                    let range = from..from + used;
-                    if tx.send(Ok((slab, range, lens))).is_err() || eof {
+                    if tx.send(Ok(batch)).is_err() {
                         return;
                     }
                 }
             });
             for batch in rx {
                 let (slab, range, lens) = batch.map_err(SourceError)?;
-                self.store_chunks(&slab[range], &lens, out)?;
+                self.bytes_read.fetch_add(range.len() as u64, Ordering::Relaxed);
+                self.store_chunks(&slab[range], &lens, true, out)?;
                 let _ = back.send(slab);
             }
             Ok(())
-        });
-        // The file's other regions are read through the page cache.
-        if direct {
-            aligned::set_direct(file, false);
-        }
-        stored
+        })
     }
 
-    /// Stores consecutive chunks of `buf`, of lengths `lens`, in parallel;
-    /// appends their extents in order.
-    fn store_chunks(&self, buf: &[u8], lens: &[usize], out: &mut Vec<Extent>) -> Result<()> {
+    /// Stores consecutive chunks of `buf`, of lengths `lens`, in parallel
+    /// or on this thread; appends their extents in order.
+    fn store_chunks(&self, buf: &[u8], lens: &[usize], parallel: bool, out: &mut Vec<Extent>) -> Result<()> {
         let mut chunks = Vec::with_capacity(lens.len());
         let mut p = 0;
         for &l in lens {
             chunks.push(&buf[p..p + l]);
             p += l;
         }
-        let ids: Vec<Id> = chunks
-            .par_iter()
-            .map(|c| self.writer.add_blob(BlobKind::Data, c))
-            .collect::<Result<_>>()?;
+        let store = |c: &&[u8]| self.writer.add_blob(BlobKind::Data, c);
+        let ids: Vec<Id> = match parallel {
+            true => chunks.par_iter().map(store).collect::<Result<_>>()?,
+            false => chunks.iter().map(store).collect::<Result<_>>()?,
+        };
         for (id, c) in ids.into_iter().zip(&chunks) {
             out.push(Extent::Data {
                 id,
