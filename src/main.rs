@@ -30,6 +30,11 @@ fn main() {
             std::process::exit(code);
         }
     };
+    // Before the command starts threads (only the signal thread, which
+    // waits, exists yet): mallopt is not safe beside other allocations.
+    if matches!(cli.command, strongroom::cli::Command::Backup(_)) {
+        strongroom::aligned::tune_allocator_for_backup();
+    }
     strongroom::set_verbosity(if cli.global.quiet {
         -1
     } else {

@@ -122,7 +122,6 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<()> {
         ctx.global.verbose
     });
     let show = crate::progress::wanted(ctx.global.json, ctx.global.quiet);
-    crate::aligned::tune_allocator_for_backup();
     let pool = crate::fs::io_pool(4)?;
     let tree = crate::progress::run(
         show,

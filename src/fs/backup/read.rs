@@ -158,8 +158,17 @@ impl Archiver<'_> {
             if start > pos {
                 extents.push(Extent::Hole { len: start - pos });
             }
+            let before = extents.len();
             self.read_region(file, start, end, &mut extents)
                 .with_context(|| format!("reading {}", path.display()))?;
+            // A file cut short while it was read: the rest of the region
+            // is a hole, so that later regions keep their offsets.
+            let got: u64 = extents[before..].iter().map(Extent::byte_len).sum();
+            if got < end - start {
+                extents.push(Extent::Hole {
+                    len: end - start - got,
+                });
+            }
             pos = end;
         }
         if pos < size {
