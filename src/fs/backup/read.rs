@@ -47,13 +47,12 @@ const _: () = assert!(SIDE_READERS >= 1);
 /// threads, which process the chunks themselves. A file thread that finds
 /// all taken waits: however many large files a directory holds, no more
 /// than these are in memory at once (eight at once, one per file thread,
-/// made the peak of a source tree's backup swing from 100 to 150 MB).
+/// made the peak of a source tree's backup swing from 100 to 158 MB).
 ///
 /// Waiting cannot deadlock: a side reader waits on no other thread's
 /// work, so its lane comes free; and a file thread never waits for the
 /// pipeline alone (the pipeline's thread may be waiting, further down its
 /// own stack, for work this thread took), only for any lane.
-#[derive(Default)]
 struct Lanes {
     pipeline: bool,
     side: usize,
