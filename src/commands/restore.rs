@@ -70,6 +70,9 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
             restorer.files.load(std::sync::atomic::Ordering::Relaxed),
             crate::progress::bytes(restorer.bytes.load(std::sync::atomic::Ordering::Relaxed))
         );
+        if crate::verbosity() >= 1 {
+            eprintln!("{}", reader.counters.opened());
+        }
     }
     if !errors.is_empty() {
         bail!(

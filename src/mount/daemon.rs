@@ -139,12 +139,7 @@ pub fn serve(fs: MountFs, mountpoint: &Path, options: &Options, what: &str) -> R
     if crate::verbosity() >= 1 {
         let c = &reader.counters;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
-        eprintln!(
-            "opened {} blobs from {} pack reads and {} disk cache entries",
-            load(&c.blobs_opened),
-            load(&c.pack_reads),
-            load(&c.disk_hits)
-        );
+        eprintln!("{}", c.opened());
         eprintln!(
             "read ahead {} blobs in {} groups",
             load(&c.ahead_blobs),

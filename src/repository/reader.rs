@@ -4,6 +4,7 @@
 //! ranged read, kept in the disk cache once they open), and opens it under
 //! its run's keys.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -72,26 +73,45 @@ impl std::ops::Deref for Plain {
 /// Groups blobs for ranged reads: by pack, in offset order, a blob joining
 /// the group before it when it starts after that group's end, at most
 /// `max_gap` bytes later, and the group then spans at most `max_span`
-/// bytes. Each group is one [`Reader::read_span`].
+/// bytes, or when it is the blob before it again. Each group is one
+/// [`Reader::read_span`].
 pub fn group_spans<T>(mut items: Vec<(Location, T)>, max_gap: u64, max_span: u64) -> Vec<Vec<(Location, T)>> {
+    let ranges = span_ranges(&mut items, max_gap, max_span);
+    let mut items = items.into_iter();
+    ranges
+        .into_iter()
+        .map(|r| items.by_ref().take(r.len()).collect())
+        .collect()
+}
+
+/// [`group_spans`] in place: sorts `items` and returns the groups as
+/// ranges of it.
+pub fn span_ranges<T>(items: &mut [(Location, T)], max_gap: u64, max_span: u64) -> Vec<Range<usize>> {
     items.sort_by_key(|(l, _)| (l.pack, l.entry.offset));
-    let mut groups: Vec<Vec<(Location, T)>> = Vec::new();
-    for (loc, item) in items {
+    let mut groups: Vec<Range<usize>> = Vec::new();
+    for (i, (loc, _)) in items.iter().enumerate() {
         let joins = groups.last().is_some_and(|g| {
-            let (first, prev) = (&g[0].0, &g[g.len() - 1].0);
+            let (first, prev) = (&items[g.start].0, &items[i - 1].0);
             let prev_end = prev.entry.offset as u64 + prev.entry.length as u64;
             let at = loc.entry.offset as u64;
             loc.pack == prev.pack
-                && at >= prev_end
-                && at - prev_end <= max_gap
-                && at + loc.entry.length as u64 - first.entry.offset as u64 <= max_span
+                && (same_place(loc, prev)
+                    || (at >= prev_end
+                        && at - prev_end <= max_gap
+                        && at + loc.entry.length as u64 - first.entry.offset as u64 <= max_span))
         });
         match groups.last_mut() {
-            Some(g) if joins => g.push((loc, item)),
-            _ => groups.push(vec![(loc, item)]),
+            Some(g) if joins => g.end = i + 1,
+            _ => groups.push(i..i + 1),
         }
     }
     groups
+}
+
+/// Two locations of the same bytes of a pack (files with the same content
+/// share their blob): read once for both.
+fn same_place(a: &Location, b: &Location) -> bool {
+    a.pack == b.pack && a.entry.offset == b.entry.offset && a.entry.length == b.entry.length
 }
 
 /// What a reader has asked of the packs so far.
@@ -108,6 +128,19 @@ pub struct Counters {
     /// many of them readers then loaded first.
     pub ahead_blobs: AtomicU64,
     pub ahead_groups: AtomicU64,
+}
+
+impl Counters {
+    /// What was opened, and from where, in one line.
+    pub fn opened(&self) -> String {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        format!(
+            "opened {} blobs from {} pack reads and {} disk cache entries",
+            load(&self.blobs_opened),
+            load(&self.pack_reads),
+            load(&self.disk_hits)
+        )
+    }
 }
 
 pub struct Reader<'a> {
@@ -321,7 +354,8 @@ impl<'a> Reader<'a> {
 
     /// Reads neighbouring blobs of one pack with one ranged read over
     /// their span (what lies between them included): `locs` are of one
-    /// pack, in offset order, not overlapping, spanning at most
+    /// pack, in offset order, not overlapping (but one may be repeated,
+    /// next to itself), spanning at most
     /// [`MAX_SPAN`] bytes. Each is then opened with [`Reader::open_blob`]
     /// and kept with [`Reader::keep`] (the disk cache is not consulted
     /// here: ask [`Reader::read_cached`] first).
@@ -331,9 +365,10 @@ impl<'a> Reader<'a> {
         };
         let pack = first.pack;
         let mut end = first.entry.offset as u64;
-        for loc in locs {
+        for (i, loc) in locs.iter().enumerate() {
             self.check_lengths(loc)?;
-            if loc.pack != pack || (loc.entry.offset as u64) < end {
+            let again = i > 0 && same_place(loc, &locs[i - 1]);
+            if loc.pack != pack || (!again && (loc.entry.offset as u64) < end) {
                 bail!(
                     "blob {} of pack {} is not after its neighbours in that pack",
                     loc.entry.id,
@@ -428,5 +463,51 @@ fn decompress(plain: Vec<u8>, raw_length: usize) -> Result<Plain> {
             Ok(Plain { buf: out, start: 0 })
         }
         _ => bail!("unknown blob encoding"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::BlobEntry;
+    use crate::format::{BlobKind, Id, RunId};
+
+    fn at(pack: u8, offset: u32, length: u32, blob: u8) -> (Location, u8) {
+        let entry = BlobEntry {
+            id: Id([blob; 32]),
+            kind: BlobKind::Data,
+            run: RunId([0; 16]),
+            offset,
+            length,
+            raw_length: length,
+        };
+        (Location { pack: Id([pack; 32]), entry }, blob)
+    }
+
+    fn grouped(mut items: Vec<(Location, u8)>) -> Vec<Vec<u8>> {
+        let ranges = span_ranges(&mut items, 100, 1000);
+        ranges.into_iter().map(|r| items[r].iter().map(|(_, b)| *b).collect()).collect()
+    }
+
+    #[test]
+    fn spans_join_neighbours_of_one_pack_within_the_gap_and_the_length() {
+        let items = vec![
+            at(2, 0, 10, 5),
+            at(1, 300, 10, 3),
+            at(1, 0, 100, 1),
+            at(1, 150, 100, 2),
+            at(1, 900, 200, 4),
+        ];
+        // Pack 1: 0..100 and 150..250 join (a gap of 50); 300..310 joins
+        // (50); 900..1100 would make the span 1,100 bytes. Pack 2 apart.
+        assert_eq!(grouped(items), vec![vec![1, 2, 3], vec![4], vec![5]]);
+    }
+
+    #[test]
+    fn a_blob_shared_by_several_files_is_read_once_with_its_neighbours() {
+        let items = vec![at(1, 0, 100, 1), at(1, 100, 50, 2), at(1, 0, 100, 3), at(1, 0, 90, 4)];
+        // The same place joins; the same offset with another length is not
+        // the same blob, and overlaps: it starts a group of its own.
+        assert_eq!(grouped(items), vec![vec![1, 3], vec![4, 2]]);
     }
 }

@@ -18,26 +18,26 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow};
 use rayon::prelude::*;
 
 use crate::format::tree::{Extent, Node, NodeKind};
 use crate::repository::index::Location;
-use crate::repository::reader::{Reader, group_spans};
+use crate::repository::reader::{Reader, span_ranges};
 
 use super::beneath::{self, DirFacts, Entry, Replaced};
 use plan::{Dir, Plan};
 
 mod plan;
 
-/// Neighbouring one-blob files of a directory are read together when the
-/// bytes between them are at most this many, and the read at most
-/// [`SPAN_BYTES`] (held while its files are written).
+/// Neighbouring one-blob files are read together when the bytes between
+/// them are at most this many, and the read at most [`SPAN_BYTES`] (held
+/// while its files are written).
 const SPAN_GAP: u64 = 16 << 10;
-const SPAN_BYTES: u64 = 4 << 20;
+const SPAN_BYTES: u64 = 2 << 20;
 
 pub struct Restorer<'a> {
     reader: &'a Reader<'a>,
@@ -54,8 +54,9 @@ pub struct Restorer<'a> {
     pub bytes: AtomicU64,
 }
 
-/// One-blob files whose blobs are read with one ranged read.
-type SpanGroup<'n> = Vec<(Location, &'n Node)>;
+/// A file whose content is one blob: where the blob is, and the file's
+/// directory in the plan and place in it.
+type OneBlob = (Location, (u32, u32));
 
 impl<'a> Restorer<'a> {
     pub fn new(reader: &'a Reader<'a>, base: BorrowedFd<'a>, shown: &Path) -> Self {
@@ -149,52 +150,38 @@ impl<'a> Restorer<'a> {
 
     fn run(&self, plan: Plan) -> Result<()> {
         let failed: Mutex<HashSet<(usize, Vec<u8>)>> = Mutex::new(HashSet::new());
-        plan.dirs.par_iter().enumerate().for_each(|(i, dir)| {
-            if dir.entries.is_empty() {
-                return;
+        let dirs = OpenDirs::new(self, &plan, &failed);
+        let entry = |i: usize, node: &Node, pre: Option<(&Location, &[u8])>| {
+            let Some((fd, facts)) = dirs.get(i) else { return };
+            let rel = plan.dirs[i].rel.join(OsStr::from_bytes(&node.name));
+            if let Err(e) = self.write_entry(fd.as_fd(), facts, &rel, node, pre) {
+                self.error(&rel, &e);
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((i, node.name.clone()));
             }
-            let fd = match beneath::open_dir(self.base, &dir.rel) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    self.error(&dir.rel, &anyhow!(e).context("opening the directory"));
-                    let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
-                    f.extend(dir.entries.iter().map(|n| (i, n.name.clone())));
-                    return;
-                }
-            };
-            // Files start with their final owner and bits only in
-            // directories this restore made.
-            let facts = match dir.made {
-                true => DirFacts::of(fd.as_fd(), self.egid),
-                false => DirFacts::default(),
-            };
-            let entry = |node: &Node, pre: Option<(&Location, &[u8])>| {
-                let rel = dir.rel.join(OsStr::from_bytes(&node.name));
-                if let Err(e) = self.write_entry(fd.as_fd(), facts, &rel, node, pre) {
-                    self.error(&rel, &e);
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((i, node.name.clone()));
-                }
-            };
-            let (spans, rest) = self.spans(&dir.entries);
-            rayon::join(
-                || rest.par_iter().for_each(|node| entry(node, None)),
-                || {
-                    spans.par_iter().for_each(|group| {
-                        let locs: Vec<Location> = group.iter().map(|(l, _)| *l).collect();
-                        // If the span cannot be read, each file reads its
-                        // own blob and reports what went wrong with it.
-                        let span = self.reader.read_span(&locs).ok();
-                        group.par_iter().for_each(|(loc, node)| {
-                            let sealed = span.as_ref().and_then(|s| s.sealed(loc));
-                            entry(node, sealed.map(|s| (loc, s)));
-                        });
-                    })
-                },
-            );
+        };
+        // Files of one blob first, in the order of their packs, whichever
+        // directory they are in: neighbours in a pack are read together.
+        let (mut one_blob, rest) = self.one_blob(&plan);
+        let spans = span_ranges(&mut one_blob, SPAN_GAP, SPAN_BYTES);
+        spans.into_par_iter().for_each(|r| {
+            let group = &one_blob[r];
+            let locs: Vec<Location> = group.iter().map(|(l, _)| *l).collect();
+            // If the span cannot be read, each file reads its own blob and
+            // reports what went wrong with it.
+            let span = self.reader.read_span(&locs).ok();
+            drop(locs);
+            group.par_iter().for_each(|(loc, (i, e))| {
+                let sealed = span.as_ref().and_then(|s| s.sealed(loc));
+                let node = &plan.dirs[*i as usize].entries[*e as usize];
+                entry(*i as usize, node, sealed.map(|s| (loc, s)));
+            });
         });
+        drop(one_blob);
+        rest.par_iter().for_each(|(i, node)| entry(*i, node, None));
+        drop(dirs);
         let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
         for l in &plan.links {
             let rel = plan.dirs[l.dir].rel.join(OsStr::from_bytes(&l.name));
@@ -245,24 +232,28 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
-    /// A directory's files whose content is one blob, grouped so that
-    /// each group is one ranged read of its pack, and the other entries.
-    /// Small files lie side by side in a pack: reading them together
-    /// saves a read per file (a request per file, from a remote store).
-    fn spans<'n>(&self, entries: &'n [Node]) -> (Vec<SpanGroup<'n>>, Vec<&'n Node>) {
+    /// The plan's files whose content is one blob, and the other entries,
+    /// with their directories. Sorted by pack and offset, the first are
+    /// grouped so that each group is one ranged read of its pack: small
+    /// files lie side by side in a pack, in the order they were backed up
+    /// whatever their directories, and reading them together saves a read
+    /// per file (a request per file, from a remote store).
+    fn one_blob<'n>(&self, plan: &'n Plan) -> (Vec<OneBlob>, Vec<(usize, &'n Node)>) {
         let mut one_blob = Vec::new();
         let mut rest = Vec::new();
-        for node in entries {
-            let loc = match (node.kind, node.content.as_slice()) {
-                (NodeKind::File, [Extent::Data { id, .. }]) => self.reader.data_location(id),
-                _ => None,
-            };
-            match loc {
-                Some(loc) => one_blob.push((loc, node)),
-                None => rest.push(node),
+        for (i, dir) in plan.dirs.iter().enumerate() {
+            for (e, node) in dir.entries.iter().enumerate() {
+                let loc = match (node.kind, node.content.as_slice()) {
+                    (NodeKind::File, [Extent::Data { id, .. }]) => self.reader.data_location(id),
+                    _ => None,
+                };
+                match (loc, u32::try_from(i), u32::try_from(e)) {
+                    (Some(loc), Ok(i), Ok(e)) => one_blob.push((loc, (i, e))),
+                    _ => rest.push((i, node)),
+                }
             }
         }
-        (group_spans(one_blob, SPAN_GAP, SPAN_BYTES), rest)
+        (one_blob, rest)
     }
 
     /// What of a file's metadata it is created with: whether it already
@@ -422,6 +413,92 @@ impl<'a> Restorer<'a> {
         }
         beneath::set_times(entry, node).context("setting the times")?;
         Ok(())
+    }
+}
+
+/// The plan's directories as entries are written into them: each opened
+/// when first needed (below the base, no symlink followed) and kept open,
+/// at most [`OpenDirs::cap`] of them, the least recently used closed
+/// first. Entries are written in the order of their packs, which is the
+/// order they were backed up in, so the directories in use at once are
+/// few.
+struct OpenDirs<'r, 'p> {
+    restorer: &'r Restorer<'r>,
+    plan: &'p Plan,
+    failed: &'p Mutex<HashSet<(usize, Vec<u8>)>>,
+    open: Mutex<lru::LruCache<usize, Arc<OwnedFd>>>,
+    facts: Vec<OnceLock<DirFacts>>,
+    /// Could not be opened: reported once, its entries failed.
+    broken: Vec<AtomicBool>,
+}
+
+impl<'r, 'p> OpenDirs<'r, 'p> {
+    fn new(restorer: &'r Restorer<'r>, plan: &'p Plan, failed: &'p Mutex<HashSet<(usize, Vec<u8>)>>) -> Self {
+        let n = plan.dirs.len();
+        let cap = std::num::NonZeroUsize::new(Self::cap()).expect("at least 16");
+        OpenDirs {
+            restorer,
+            plan,
+            failed,
+            open: Mutex::new(lru::LruCache::new(cap)),
+            facts: (0..n).map(|_| OnceLock::new()).collect(),
+            broken: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// A quarter of the descriptors the process may open, between 16 and
+    /// 1,024.
+    fn cap() -> usize {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        (soft / 4).clamp(16, 1024) as usize
+    }
+
+    /// Directory `i`, open, and what files created in it start with; `None`
+    /// if it cannot be opened (reported, and its entries failed, once).
+    fn get(&self, i: usize) -> Option<(Arc<OwnedFd>, DirFacts)> {
+        if self.broken[i].load(Ordering::Relaxed) {
+            return None;
+        }
+        let cached = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&i)
+            .cloned();
+        let fd = match cached {
+            Some(fd) => fd,
+            None => {
+                let dir = &self.plan.dirs[i];
+                match beneath::open_dir(self.restorer.base, &dir.rel) {
+                    Ok(fd) => {
+                        let fd = Arc::new(fd);
+                        self.open
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .put(i, fd.clone());
+                        fd
+                    }
+                    Err(e) => {
+                        if !self.broken[i].swap(true, Ordering::Relaxed) {
+                            let r = self.restorer;
+                            r.error(&dir.rel, &anyhow!(e).context("opening the directory"));
+                            let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                            f.extend(dir.entries.iter().map(|n| (i, n.name.clone())));
+                        }
+                        return None;
+                    }
+                }
+            }
+        };
+        // Files start with their final owner and bits only in directories
+        // this restore made.
+        let facts = *self.facts[i].get_or_init(|| match self.plan.dirs[i].made {
+            true => DirFacts::of(fd.as_fd(), self.restorer.egid),
+            false => DirFacts::default(),
+        });
+        Some((fd, facts))
     }
 }
 
