@@ -30,7 +30,14 @@ use super::index::Location;
 const MAGIC: &[u8; 8] = b"SRIDX002";
 const HEADER: usize = 32;
 const RECORD: usize = 56;
+/// Probes of [`SortedIndex::lower_bound`] placed by the ids' values.
+const GUESSES: u32 = 6;
 const MAC_LEN: usize = 32;
+
+/// An id's first eight bytes, as a number in the ids' order.
+fn prefix(id: &[u8]) -> u64 {
+    u64::from_be_bytes(id[..8].try_into().expect("ids are 32 bytes"))
+}
 
 pub struct SortedIndex {
     map: Mmap,
@@ -188,14 +195,36 @@ impl SortedIndex {
     }
 
     /// The first record whose id is not less than `id`.
+    ///
+    /// Ids are hashes, spread evenly: each of the first probes goes where
+    /// the id would lie between the ids at the ends of the range still
+    /// open, which finds it in three or four probes where halving takes
+    /// seventeen (each a cache miss, in a table of 100,000 blobs). Whatever
+    /// a table holds, every probe narrows the range, and after
+    /// [`GUESSES`] of them the rest halve it.
     fn lower_bound(&self, id: &Id) -> usize {
+        let want = &id.0[..];
+        let key = prefix(want);
+        // Ids before `lo` are less than `id`, ids from `hi` on are not; the
+        // first eight bytes of the ids at the ends, as far as known.
         let (mut lo, mut hi) = (0, self.blobs);
+        let (mut lo_key, mut hi_key) = (0u64, u64::MAX);
+        let mut guesses = 0;
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.id_at(mid) < &id.0[..] {
+            let mid = if guesses < GUESSES && key >= lo_key && key <= hi_key && hi_key > lo_key {
+                guesses += 1;
+                let along = (key - lo_key) as u128 * (hi - lo) as u128 / ((hi_key - lo_key) as u128 + 1);
+                lo + along as usize
+            } else {
+                lo + (hi - lo) / 2
+            };
+            let at = self.id_at(mid);
+            if at < want {
                 lo = mid + 1;
+                lo_key = prefix(at);
             } else {
                 hi = mid;
+                hi_key = prefix(at);
             }
         }
         lo
@@ -247,6 +276,53 @@ fn mac_parts<'a>(name: &'a str, body: &'a [u8]) -> [&'a [u8]; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookups_find_what_halving_finds_in_even_and_uneven_tables() {
+        use sha2::Digest;
+        let key = SecretKey([7; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let hashed = |i: u32| Id(sha2::Sha256::digest(i.to_le_bytes()).into());
+        // Hashes (spread evenly), then ids bunched at both ends and
+        // sharing long prefixes (as a hostile table may be).
+        let uneven = |i: u32| {
+            let mut id = [0u8; 32];
+            id[0] = if i % 2 == 0 { 0 } else { 255 };
+            id[1..5].copy_from_slice(&(i / 7).to_be_bytes());
+            id[31] = i as u8;
+            Id(id)
+        };
+        for (name, make) in [("even", &hashed as &dyn Fn(u32) -> Id), ("uneven", &uneven)] {
+            let blobs: Vec<BlobEntry> = (0..3000)
+                .map(|i| BlobEntry {
+                    id: make(i),
+                    kind: BlobKind::Data,
+                    run: RunId([1; 16]),
+                    offset: i,
+                    length: 1,
+                    raw_length: 1,
+                })
+                .collect();
+            let mut ids: Vec<Id> = blobs.iter().map(|b| b.id).collect();
+            ids.sort();
+            let files = vec![PackEntries {
+                pack: Id([9; 32]),
+                size: 1 << 20,
+                blobs,
+            }];
+            let p = dir.path().join(name);
+            std::fs::write(&p, SortedIndex::build(&files, &key, name)).unwrap();
+            let t = SortedIndex::open(&File::open(&p).unwrap(), &key, name).unwrap();
+            let mut asked: Vec<Id> = ids.clone();
+            asked.extend((5000..6000).map(&make));
+            asked.extend([Id([0; 32]), Id([255; 32]), Id([128; 32])]);
+            for id in &asked {
+                let want = ids.partition_point(|x| x < id);
+                assert_eq!(t.lower_bound(id), want, "{name}: {id}");
+                assert_eq!(t.get(id).is_some(), ids.binary_search(id).is_ok(), "{name}: {id}");
+            }
+        }
+    }
 
     #[test]
     fn table_round_trip_and_lookup() {
