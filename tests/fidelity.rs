@@ -148,7 +148,10 @@ fn small_files_of_many_directories_are_read_from_their_packs_together() {
             // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
                     match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
                         0 => Ok(()),
                         _ => Err(std::io::Error::last_os_error()),
@@ -156,8 +159,15 @@ fn small_files_of_many_directories_are_read_from_their_packs_together() {
                 });
             }
         }
-        let run = util::Run { out: cmd.output().unwrap() }.ok();
-        sh(&format!("diff -r {} {}", src.display(), under(&target, &src).display()));
+        let run = util::Run {
+            out: cmd.output().unwrap(),
+        }
+        .ok();
+        sh(&format!(
+            "diff -r {} {}",
+            src.display(),
+            under(&target, &src).display()
+        ));
         let stderr = run.stderr();
         let line = stderr
             .lines()

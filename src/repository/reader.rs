@@ -481,12 +481,21 @@ mod tests {
             length,
             raw_length: length,
         };
-        (Location { pack: Id([pack; 32]), entry }, blob)
+        (
+            Location {
+                pack: Id([pack; 32]),
+                entry,
+            },
+            blob,
+        )
     }
 
     fn grouped(mut items: Vec<(Location, u8)>) -> Vec<Vec<u8>> {
         let ranges = span_ranges(&mut items, 100, 1000);
-        ranges.into_iter().map(|r| items[r].iter().map(|(_, b)| *b).collect()).collect()
+        ranges
+            .into_iter()
+            .map(|r| items[r].iter().map(|(_, b)| *b).collect())
+            .collect()
     }
 
     #[test]
@@ -505,7 +514,12 @@ mod tests {
 
     #[test]
     fn a_blob_shared_by_several_files_is_read_once_with_its_neighbours() {
-        let items = vec![at(1, 0, 100, 1), at(1, 100, 50, 2), at(1, 0, 100, 3), at(1, 0, 90, 4)];
+        let items = vec![
+            at(1, 0, 100, 1),
+            at(1, 100, 50, 2),
+            at(1, 0, 100, 3),
+            at(1, 0, 90, 4),
+        ];
         // The same place joins; the same offset with another length is not
         // the same blob, and overlaps: it starts a group of its own.
         assert_eq!(grouped(items), vec![vec![1, 3], vec![4, 2]]);

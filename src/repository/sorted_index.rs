@@ -287,7 +287,7 @@ mod tests {
         // sharing long prefixes (as a hostile table may be).
         let uneven = |i: u32| {
             let mut id = [0u8; 32];
-            id[0] = if i % 2 == 0 { 0 } else { 255 };
+            id[0] = if i.is_multiple_of(2) { 0 } else { 255 };
             id[1..5].copy_from_slice(&(i / 7).to_be_bytes());
             id[31] = i as u8;
             Id(id)

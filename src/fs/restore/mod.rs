@@ -92,11 +92,16 @@ impl<'a> Restorer<'a> {
     }
 
     fn replaced(&self, rel: &Path, r: Replaced) {
+        self.replaced_at(|| rel.to_path_buf(), r)
+    }
+
+    /// [`Restorer::replaced`], the entry's path made only if it is shown.
+    fn replaced_at(&self, rel: impl FnOnce() -> PathBuf, r: Replaced) {
         match r {
             Replaced::Nothing => {}
             Replaced::Symlink(target) => crate::warn(&format!(
                 "{}: replaced the symlink that was there (to {}) instead of following it",
-                self.show(rel).display(),
+                self.show(&rel()).display(),
                 String::from_utf8_lossy(&target)
             )),
             Replaced::Other => {}
@@ -151,17 +156,18 @@ impl<'a> Restorer<'a> {
     fn run(&self, plan: Plan) -> Result<()> {
         let failed: Mutex<HashSet<(usize, Vec<u8>)>> = Mutex::new(HashSet::new());
         let dirs = OpenDirs::new(self, &plan, &failed);
-        let entry = |i: usize, node: &Node, pre: Option<(&Location, &[u8])>| {
-            let Some((fd, facts)) = dirs.get(i) else { return };
-            let rel = plan.dirs[i].rel.join(OsStr::from_bytes(&node.name));
-            if let Err(e) = self.write_entry(fd.as_fd(), facts, &rel, node, pre) {
-                self.error(&rel, &e);
-                failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((i, node.name.clone()));
-            }
-        };
+        let entry =
+            |i: usize, dir: &(Arc<OwnedFd>, DirFacts), node: &Node, pre: Option<(&Location, &[u8])>| {
+                let (fd, facts) = dir;
+                let at = &plan.dirs[i].rel;
+                if let Err(e) = self.write_entry(fd.as_fd(), *facts, at, node, pre) {
+                    self.error(&at.join(OsStr::from_bytes(&node.name)), &e);
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((i, node.name.clone()));
+                }
+            };
         // Files of one blob first, in the order of their packs, whichever
         // directory they are in: neighbours in a pack are read together.
         let (mut one_blob, rest) = self.one_blob(&plan);
@@ -174,13 +180,18 @@ impl<'a> Restorer<'a> {
             let span = self.reader.read_span(&locs).ok();
             drop(locs);
             group.par_iter().for_each(|(loc, (i, e))| {
+                let Some(dir) = dirs.get(*i as usize) else { return };
                 let sealed = span.as_ref().and_then(|s| s.sealed(loc));
                 let node = &plan.dirs[*i as usize].entries[*e as usize];
-                entry(*i as usize, node, sealed.map(|s| (loc, s)));
+                entry(*i as usize, &dir, node, sealed.map(|s| (loc, s)));
             });
         });
         drop(one_blob);
-        rest.par_iter().for_each(|(i, node)| entry(*i, node, None));
+        rest.par_iter().for_each(|(i, node)| {
+            if let Some(dir) = dirs.get(*i) {
+                entry(*i, &dir, node, None);
+            }
+        });
         drop(dirs);
         let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
         for l in &plan.links {
@@ -279,23 +290,24 @@ impl<'a> Restorer<'a> {
         (owned, plain.then_some(bits))
     }
 
-    /// Writes one entry into `dir`; `pre` is its content's blob, sealed,
-    /// if it was read with its neighbours.
+    /// Writes one entry into `dir`, which is at `at`; `pre` is its
+    /// content's blob, sealed, if it was read with its neighbours.
     fn write_entry(
         &self,
         dir: BorrowedFd,
         facts: DirFacts,
-        rel: &Path,
+        at: &Path,
         node: &Node,
         pre: Option<(&Location, &[u8])>,
     ) -> Result<()> {
         let name = OsStr::from_bytes(&node.name);
+        let rel = || at.join(name);
         match node.kind {
             NodeKind::File => {
                 let (owned, mode) = self.created(facts, node);
                 let (fd, r) =
                     beneath::create_file(dir, name, mode.unwrap_or(0o600)).context("creating the file")?;
-                self.replaced(rel, r);
+                self.replaced_at(rel, r);
                 // O_EXCL: the file is the one just made. Whatever the
                 // filesystem gave it other than what was expected (a
                 // squashed owner, inherited permissions) is set as before.
@@ -320,12 +332,12 @@ impl<'a> Restorer<'a> {
             }
             NodeKind::Symlink => {
                 let r = beneath::create_symlink(dir, name, &node.target).context("creating the symlink")?;
-                self.replaced(rel, r);
+                self.replaced_at(rel, r);
                 self.set_metadata(&Entry::Link(dir, name), node)
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
                 let r = beneath::create_special(dir, name, node).context("creating the special file")?;
-                self.replaced(rel, r);
+                self.replaced_at(rel, r);
                 let fd = beneath::open_special(dir, name, node).context("opening the special file")?;
                 self.set_metadata(&Entry::Special(fd.as_fd()), node)
             }
