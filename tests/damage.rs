@@ -472,3 +472,37 @@ fn a_damaged_blob_read_with_its_neighbours_fails_only_its_own_file() {
     std::fs::write(pack, whole).unwrap();
     env.restore_matches("latest", &src);
 }
+
+/// `check --read-data` reads a local pack a piece at a time (2 MiB), opening
+/// each blob as soon as it has all arrived: a pack of several pieces checks
+/// clean, and a byte flipped in its third piece, or the pack cut short,
+/// is one error naming the pack.
+#[test]
+fn check_reads_a_large_pack_in_pieces_and_names_it_when_damaged() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    util::random_file(&src.join("big.bin"), 7 << 20, 41);
+    env.backup(&[&src]);
+    env.run(&["check", "--read-data"]).ok();
+    let (pack, name) = env.largest_pack();
+    let size = std::fs::metadata(&pack).unwrap().len();
+    assert!(size > 6 << 20, "one pack holds the file: {size} bytes");
+
+    util::flip_byte(&pack, 5 << 20);
+    let stderr = env.run(&["check", "--read-data"]).fails(1).stderr();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&name) && errors[0].contains("does not match its name"),
+        "{stderr}"
+    );
+    util::flip_byte(&pack, 5 << 20);
+    env.run(&["check", "--read-data"]).ok();
+
+    let whole = std::fs::read(&pack).unwrap();
+    std::fs::write(&pack, &whole[..(3 << 20) + 5]).unwrap();
+    let r = env.run(&["check", "--read-data"]).fails(1);
+    assert!(r.stderr().contains(&name), "{}", r.stderr());
+}

@@ -183,21 +183,41 @@ impl Backend for Local {
     }
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_range_into(kind, name, offset, length, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_range_into(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let f = self.open_object(kind, name)?;
-        let length = length as usize;
         // Read into the buffer's spare room: zeroing it first would be a
         // pass over every byte for nothing.
-        let mut buf = Vec::with_capacity(length);
-        while buf.len() < length {
-            let at = offset + buf.len() as u64;
-            match rustix::io::pread(&*f, rustix::buffer::spare_capacity(&mut buf), at) {
-                Ok(0) => break,
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        let (start, length) = (buf.len(), length as usize);
+        buf.reserve(length);
+        while buf.len() - start < length {
+            let at = offset + (buf.len() - start) as u64;
+            let room = length - (buf.len() - start);
+            let spare = &mut buf.spare_capacity_mut()[..room];
+            match rustix::io::pread(&*f, spare, at) {
+                Ok(([], _)) => break,
+                Ok((filled, _)) => {
+                    let n = filled.len();
+                    // SAFETY: pread initialised these n bytes of the spare
+                    // room, right after the vector's length.
+                    unsafe { buf.set_len(buf.len() + n) };
+                }
+                Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(self.not_found(kind, name, e.into())),
             }
         }
-        buf.truncate(length);
-        Ok(buf)
+        Ok(())
     }
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {

@@ -156,6 +156,20 @@ pub trait Backend: Send + Sync {
     /// `length` bytes from `offset`; fewer only if the object ends first.
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
 
+    /// [`Backend::read_range`], appending the bytes to `buf` (fewer than
+    /// `length` where the object ends first).
+    fn read_range_into(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        buf.extend_from_slice(&self.read_range(kind, name, offset, length)?);
+        Ok(())
+    }
+
     /// Stores an object atomically: readers see all of it or none of it,
     /// and it is durable when this returns. Replaces an existing object
     /// (only `config` is ever replaced; other names are content hashes).

@@ -304,7 +304,37 @@ fn check_pack(
     pack: &Id,
     locs: &[Location],
 ) -> Result<()> {
-    let (bytes, entries) = packs::read_verified(repo.backend.as_ref(), &shared.subkeys, &repo.id(), pack)?;
+    // Each blob is opened as soon as all of it has been read, while its
+    // bytes are still in the processor's caches; what that found counts
+    // once the pack has proved to be what its name says.
+    let mut order: Vec<&Location> = locs.iter().collect();
+    order.sort_by_key(|l| l.entry.offset as u64 + l.entry.length as u64);
+    let (mut next, mut failed) = (0, None);
+    let mut open_arrived = |so_far: &[u8]| {
+        let Some(reader) = reader else { return };
+        while let Some(l) = order.get(next) {
+            let (start, end) = (
+                l.entry.offset as u64,
+                l.entry.offset as u64 + l.entry.length as u64,
+            );
+            if end > so_far.len() as u64 {
+                break;
+            }
+            next += 1;
+            if failed.is_none()
+                && let Err(e) = reader.verify_blob(l, &so_far[start as usize..end as usize])
+            {
+                failed = Some(e);
+            }
+        }
+    };
+    let (_, entries) = packs::read_verified_with(
+        repo.backend.as_ref(),
+        &shared.subkeys,
+        &repo.id(),
+        pack,
+        &mut open_arrived,
+    )?;
     let in_header: HashSet<_> = entries.blobs.iter().map(|e| (e.id, e.offset, e.length)).collect();
     for l in locs {
         if !in_header.contains(&(l.entry.id, l.entry.offset, l.entry.length)) {
@@ -314,16 +344,12 @@ fn check_pack(
             );
         }
     }
-    if let Some(reader) = reader {
-        for l in locs {
-            // The header placed it inside the body; in u64, so no pack size
-            // makes the sum wrap.
-            let start = l.entry.offset as usize;
-            let end = (l.entry.offset as u64 + l.entry.length as u64) as usize;
-            let sealed = bytes
-                .get(start..end)
-                .ok_or_else(|| anyhow::anyhow!("pack {pack}: blob {} lies outside it", l.entry.id))?;
-            reader.verify_blob(l, sealed)?;
+    if reader.is_some() {
+        if let Some(l) = order.get(next) {
+            bail!("pack {pack}: blob {} lies outside it", l.entry.id);
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(())

@@ -40,21 +40,70 @@ pub fn parse_header(
 /// Verifies a whole pack: its name is the SHA-256 of its bytes, its header
 /// opens, and the header's body hash matches the body. Returns its entries.
 pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Result<PackEntries> {
+    let mut hashes = PackHashes::new(body_end(bytes.len(), trailer_of(bytes)));
+    hashes.feed(bytes);
+    verify_hashed(subkeys, repo_id, pack, bytes, hashes)
+}
+
+/// The last [`TRAILER_LEN`] bytes, if there are that many.
+fn trailer_of(bytes: &[u8]) -> Option<&[u8]> {
+    bytes.len().checked_sub(TRAILER_LEN).map(|t| &bytes[t..])
+}
+
+/// Where the body of a pack of `size` bytes ends: where its trailer places
+/// the header. Where the trailer places none inside the pack, the whole is
+/// the body, and the name decides first.
+fn body_end(size: usize, trailer: Option<&[u8]>) -> usize {
+    trailer
+        .and_then(|t| pack::parse_trailer(t).ok())
+        .filter(|h| h + TRAILER_LEN <= size)
+        .map_or(size, |h| size - TRAILER_LEN - h)
+}
+
+/// A pack's two hashes taken in one pass as its bytes arrive, in order:
+/// its name (the SHA-256 of every byte) and its body's (up to `body_end`).
+struct PackHashes {
+    hash: Sha256,
+    body: Option<[u8; 32]>,
+    body_end: usize,
+    fed: usize,
+}
+
+impl PackHashes {
+    fn new(body_end: usize) -> Self {
+        PackHashes {
+            hash: Sha256::new(),
+            body: None,
+            body_end,
+            fed: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        match self.body_end.checked_sub(self.fed) {
+            Some(left) if self.body.is_none() && left <= bytes.len() => {
+                let (body, rest) = bytes.split_at(left);
+                self.hash.update(body);
+                self.body = Some(self.hash.clone().finalize().into());
+                self.hash.update(rest);
+            }
+            _ => self.hash.update(bytes),
+        }
+        self.fed += bytes.len();
+    }
+}
+
+/// The rest of [`verify`], once `bytes` have been hashed.
+fn verify_hashed(
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    pack: &Id,
+    bytes: &[u8],
+    hashes: PackHashes,
+) -> Result<PackEntries> {
     let size = bytes.len() as u64;
-    // One pass over the bytes: the body's hash, then on over the header and
-    // trailer, the pack's name. Where the trailer does not place a header,
-    // the whole is hashed, and the name decides first.
-    let trailer = bytes
-        .len()
-        .checked_sub(TRAILER_LEN)
-        .and_then(|t| pack::parse_trailer(&bytes[t..]).ok())
-        .filter(|h| h + TRAILER_LEN <= bytes.len());
-    let body_end = trailer.map_or(bytes.len(), |h| bytes.len() - TRAILER_LEN - h);
-    let mut hash = Sha256::new();
-    hash.update(&bytes[..body_end]);
-    let body_sha256: [u8; 32] = hash.clone().finalize().into();
-    hash.update(&bytes[body_end..]);
-    if Id(hash.finalize().into()) != *pack {
+    let (body_end, body_sha256) = (hashes.body_end, hashes.body);
+    if hashes.fed != bytes.len() || Id(hashes.hash.finalize().into()) != *pack {
         bail!("pack {pack} is damaged: its content does not match its name");
     }
     if bytes.len() < TRAILER_LEN {
@@ -65,6 +114,11 @@ pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Resul
     if hlen + TRAILER_LEN > bytes.len() {
         bail!("pack {pack} is damaged: its header length is out of range");
     }
+    // The bytes are the pack's (its name says so): a body hashed to
+    // another end was read from a trailer that is not this pack's.
+    if body_end != bytes.len() - TRAILER_LEN - hlen {
+        bail!("pack {pack} changed while it was read");
+    }
     let header = parse_header(
         subkeys,
         repo_id,
@@ -72,7 +126,7 @@ pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Resul
         &bytes[body_end..bytes.len() - TRAILER_LEN],
         size,
     )?;
-    if body_sha256 != header.body_sha256 {
+    if body_sha256 != Some(header.body_sha256) {
         bail!("pack {pack} is damaged: its body is not the one its header describes");
     }
     Ok(PackEntries {
@@ -82,6 +136,11 @@ pub fn verify(subkeys: &Subkeys, repo_id: &Id, pack: &Id, bytes: &[u8]) -> Resul
     })
 }
 
+/// What a pack is read in from local storage: each piece is hashed while
+/// the processor's caches still hold it. Here SHA-256 ran at 1.9 GB/s over
+/// 4 MiB it had just touched and at 1.25 GB/s over 16 MiB.
+const PIECE: u64 = 2 << 20;
+
 /// Reads a whole pack and [`verify`]s it.
 pub fn read_verified(
     backend: &dyn Backend,
@@ -89,10 +148,68 @@ pub fn read_verified(
     repo_id: &Id,
     pack: &Id,
 ) -> Result<(Vec<u8>, PackEntries)> {
-    let bytes = crate::backend::read_bounded(backend, Kind::Packs, &pack.to_hex())
-        .with_context(|| format!("reading pack {pack}"))?;
-    let entries = verify(subkeys, repo_id, pack, &bytes)?;
+    read_verified_with(backend, subkeys, repo_id, pack, &mut |_| {})
+}
+
+/// [`read_verified`], handing `arrived` the bytes read so far each time
+/// more have arrived (every [`PIECE`] from local storage, else once): it
+/// can work on them while they are in the processor's caches. They are the
+/// pack's only if this then returns them.
+pub fn read_verified_with(
+    backend: &dyn Backend,
+    subkeys: &Subkeys,
+    repo_id: &Id,
+    pack: &Id,
+    arrived: &mut dyn FnMut(&[u8]),
+) -> Result<(Vec<u8>, PackEntries)> {
+    let name = pack.to_hex();
+    let (bytes, hashes) = if backend.is_local() {
+        read_in_pieces(backend, &name, arrived).with_context(|| format!("reading pack {pack}"))?
+    } else {
+        let bytes = crate::backend::read_bounded(backend, Kind::Packs, &name)
+            .with_context(|| format!("reading pack {pack}"))?;
+        let mut hashes = PackHashes::new(body_end(bytes.len(), trailer_of(&bytes)));
+        hashes.feed(&bytes);
+        arrived(&bytes);
+        (bytes, hashes)
+    };
+    let entries = verify_hashed(subkeys, repo_id, pack, &bytes, hashes)?;
     Ok((bytes, entries))
+}
+
+/// Reads a pack a [`PIECE`] at a time, hashing each as it arrives: its
+/// trailer first, which says where the body (and its hash) ends.
+fn read_in_pieces(
+    backend: &dyn Backend,
+    name: &str,
+    arrived: &mut dyn FnMut(&[u8]),
+) -> Result<(Vec<u8>, PackHashes)> {
+    let kind = Kind::Packs;
+    let (max, size) = (kind.max_size(), backend.stat(kind, name)?);
+    if size > max {
+        bail!(
+            "{} is {size} bytes, more than any {} strongroom writes ({max}): refused",
+            kind.path(name),
+            kind.dir()
+        );
+    }
+    let trailer = match size.checked_sub(TRAILER_LEN as u64) {
+        Some(at) => Some(backend.read_range(kind, name, at, TRAILER_LEN as u64)?),
+        None => None,
+    };
+    let mut hashes = PackHashes::new(body_end(size as usize, trailer.as_deref()));
+    let mut bytes = Vec::with_capacity(size as usize);
+    while (bytes.len() as u64) < size {
+        let before = bytes.len();
+        let want = PIECE.min(size - before as u64);
+        backend.read_range_into(kind, name, before as u64, want, &mut bytes)?;
+        if bytes.len() == before {
+            bail!("{} was cut short while it was read", kind.path(name));
+        }
+        hashes.feed(&bytes[before..]);
+        arrived(&bytes);
+    }
+    Ok((bytes, hashes))
 }
 
 /// Every object under `packs/` named like a pack, with its listed size.
