@@ -203,14 +203,20 @@ impl SortedIndex {
     /// a table holds, every probe narrows the range, and after
     /// [`GUESSES`] of them the rest halve it.
     fn lower_bound(&self, id: &Id) -> usize {
+        self.lower_bound_probing(id).0
+    }
+
+    /// [`SortedIndex::lower_bound`], with the number of probes it took.
+    fn lower_bound_probing(&self, id: &Id) -> (usize, u32) {
         let want = &id.0[..];
         let key = prefix(want);
         // Ids before `lo` are less than `id`, ids from `hi` on are not; the
         // first eight bytes of the ids at the ends, as far as known.
         let (mut lo, mut hi) = (0, self.blobs);
         let (mut lo_key, mut hi_key) = (0u64, u64::MAX);
-        let mut guesses = 0;
+        let (mut guesses, mut probes) = (0, 0);
         while lo < hi {
+            probes += 1;
             let mid = if guesses < GUESSES && key >= lo_key && key <= hi_key && hi_key > lo_key {
                 guesses += 1;
                 let along = (key - lo_key) as u128 * (hi - lo) as u128 / ((hi_key - lo_key) as u128 + 1);
@@ -227,7 +233,7 @@ impl SortedIndex {
                 hi_key = prefix(at);
             }
         }
-        lo
+        (lo, probes)
     }
 
     /// Every location of a blob, in the order of their packs' numbers.
@@ -316,10 +322,20 @@ mod tests {
             let mut asked: Vec<Id> = ids.clone();
             asked.extend((5000..6000).map(&make));
             asked.extend([Id([0; 32]), Id([255; 32]), Id([128; 32])]);
+            let mut probes = 0;
             for id in &asked {
                 let want = ids.partition_point(|x| x < id);
-                assert_eq!(t.lower_bound(id), want, "{name}: {id}");
+                let (got, n) = t.lower_bound_probing(id);
+                assert_eq!(got, want, "{name}: {id}");
                 assert_eq!(t.get(id).is_some(), ids.binary_search(id).is_ok(), "{name}: {id}");
+                // However uneven: six guesses, then halving (12 for 3,000).
+                assert!(n <= 6 + 12, "{name}: {n} probes for {id}");
+                probes += n;
+            }
+            let mean = probes as f64 / asked.len() as f64;
+            eprintln!("{name}: {mean:.1} probes on average, where halving takes 12");
+            if name == "even" {
+                assert!(mean < 5.0, "{mean}");
             }
         }
     }
