@@ -14,7 +14,7 @@ use lru::LruCache;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Backend, Kind, Listed, NotFound};
+use super::{Backend, Kind, Listed, NotFound, Pieces};
 
 pub struct Local {
     root: PathBuf,
@@ -183,41 +183,22 @@ impl Backend for Local {
     }
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let f = self.open_object(kind, name)?;
         let mut buf = Vec::new();
-        self.read_range_into(kind, name, offset, length, &mut buf)?;
+        pread_into(&f, offset, length, &mut buf).map_err(|e| self.not_found(kind, name, e))?;
         Ok(buf)
     }
 
-    fn read_range_into(
-        &self,
-        kind: Kind,
-        name: &str,
-        offset: u64,
-        length: u64,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        let f = self.open_object(kind, name)?;
-        // Read into the buffer's spare room: zeroing it first would be a
-        // pass over every byte for nothing.
-        let (start, length) = (buf.len(), length as usize);
-        buf.reserve(length);
-        while buf.len() - start < length {
-            let at = offset + (buf.len() - start) as u64;
-            let room = length - (buf.len() - start);
-            let spare = &mut buf.spare_capacity_mut()[..room];
-            match rustix::io::pread(&*f, spare, at) {
-                Ok(([], _)) => break,
-                Ok((filled, _)) => {
-                    let n = filled.len();
-                    // SAFETY: pread initialised these n bytes of the spare
-                    // room, right after the vector's length.
-                    unsafe { buf.set_len(buf.len() + n) };
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(self.not_found(kind, name, e.into())),
-            }
-        }
-        Ok(())
+    fn open_pieces(&self, kind: Kind, name: &str) -> Result<Option<Box<dyn Pieces>>> {
+        // Opened afresh, not from the packs kept open: what is read is
+        // what the path holds now, and its size is this file's.
+        let path = self.path(kind, name);
+        let file = File::open(&path).map_err(|e| self.not_found(kind, name, e))?;
+        let size = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        Ok(Some(Box::new(LocalPieces { file, size, path })))
     }
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
@@ -325,4 +306,47 @@ impl Backend for Local {
         let me = std::process::id();
         self.remove_temporaries(&crate::hostname(), |pid| pid == me);
     }
+}
+
+/// A local object opened for [`Backend::open_pieces`].
+struct LocalPieces {
+    file: File,
+    size: u64,
+    path: PathBuf,
+}
+
+impl Pieces for LocalPieces {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_into(&self, offset: u64, length: u64, buf: &mut Vec<u8>) -> Result<()> {
+        pread_into(&self.file, offset, length, buf)
+            .with_context(|| format!("reading {}", self.path.display()))
+    }
+}
+
+/// Appends up to `length` bytes of `f` from `offset` on to `buf` (fewer
+/// where the file ends first), read into the buffer's spare room: zeroing
+/// it first would be a pass over every byte for nothing.
+fn pread_into(f: &File, offset: u64, length: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let (start, length) = (buf.len(), length as usize);
+    buf.reserve(length);
+    while buf.len() - start < length {
+        let at = offset + (buf.len() - start) as u64;
+        let room = length - (buf.len() - start);
+        let spare = &mut buf.spare_capacity_mut()[..room];
+        match rustix::io::pread(f, spare, at) {
+            Ok(([], _)) => break,
+            Ok((filled, _)) => {
+                let n = filled.len();
+                // SAFETY: pread initialised these n bytes of the spare
+                // room, which start right after the vector's length.
+                unsafe { buf.set_len(buf.len() + n) };
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

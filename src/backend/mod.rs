@@ -129,6 +129,16 @@ pub struct Listed {
     pub size: u64,
 }
 
+/// An object opened once, read a range at a time: see
+/// [`Backend::open_pieces`].
+pub trait Pieces {
+    /// Its size when it was opened.
+    fn size(&self) -> u64;
+    /// Appends the bytes from `offset` on, `length` of them (fewer where the
+    /// object ends first), to `buf`.
+    fn read_into(&self, offset: u64, length: u64, buf: &mut Vec<u8>) -> Result<()>;
+}
+
 pub trait Backend: Send + Sync {
     /// Where this backend stores, for messages.
     fn location(&self) -> String;
@@ -156,18 +166,11 @@ pub trait Backend: Send + Sync {
     /// `length` bytes from `offset`; fewer only if the object ends first.
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
 
-    /// [`Backend::read_range`], appending the bytes to `buf` (fewer than
-    /// `length` where the object ends first).
-    fn read_range_into(
-        &self,
-        kind: Kind,
-        name: &str,
-        offset: u64,
-        length: u64,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        buf.extend_from_slice(&self.read_range(kind, name, offset, length)?);
-        Ok(())
+    /// Opens an object to be read in ranges from this one opening, its
+    /// size taken from it too; `None` where the storage reads objects whole
+    /// (then read it with [`Backend::read`]).
+    fn open_pieces(&self, _kind: Kind, _name: &str) -> Result<Option<Box<dyn Pieces>>> {
+        Ok(None)
     }
 
     /// Stores an object atomically: readers see all of it or none of it,

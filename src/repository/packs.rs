@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::backend::{Backend, Kind};
+use crate::backend::{Backend, Kind, Pieces};
 use crate::crypto::aead;
 use crate::crypto::subkeys::Subkeys;
 use crate::format::index::PackEntries;
@@ -152,7 +152,8 @@ pub fn read_verified(
 }
 
 /// [`read_verified`], handing `arrived` the bytes read so far each time
-/// more have arrived (every [`PIECE`] from local storage, else once): it
+/// more have arrived (every [`PIECE`] where the storage reads in pieces,
+/// from one opening; else once): it
 /// can work on them while they are in the processor's caches. They are the
 /// pack's only if this then returns them.
 pub fn read_verified_with(
@@ -163,15 +164,21 @@ pub fn read_verified_with(
     arrived: &mut dyn FnMut(&[u8]),
 ) -> Result<(Vec<u8>, PackEntries)> {
     let name = pack.to_hex();
-    let (bytes, hashes) = if backend.is_local() {
-        read_in_pieces(backend, &name, arrived).with_context(|| format!("reading pack {pack}"))?
-    } else {
-        let bytes = crate::backend::read_bounded(backend, Kind::Packs, &name)
-            .with_context(|| format!("reading pack {pack}"))?;
-        let mut hashes = PackHashes::new(body_end(bytes.len(), trailer_of(&bytes)));
-        hashes.feed(&bytes);
-        arrived(&bytes);
-        (bytes, hashes)
+    let pieces = backend
+        .open_pieces(Kind::Packs, &name)
+        .with_context(|| format!("reading pack {pack}"))?;
+    let (bytes, hashes) = match pieces {
+        Some(p) => {
+            read_in_pieces(p.as_ref(), &name, arrived).with_context(|| format!("reading pack {pack}"))?
+        }
+        None => {
+            let bytes = crate::backend::read_bounded(backend, Kind::Packs, &name)
+                .with_context(|| format!("reading pack {pack}"))?;
+            let mut hashes = PackHashes::new(body_end(bytes.len(), trailer_of(&bytes)));
+            hashes.feed(&bytes);
+            arrived(&bytes);
+            (bytes, hashes)
+        }
     };
     let entries = verify_hashed(subkeys, repo_id, pack, &bytes, hashes)?;
     Ok((bytes, entries))
@@ -180,12 +187,12 @@ pub fn read_verified_with(
 /// Reads a pack a [`PIECE`] at a time, hashing each as it arrives: its
 /// trailer first, which says where the body (and its hash) ends.
 fn read_in_pieces(
-    backend: &dyn Backend,
+    p: &dyn Pieces,
     name: &str,
     arrived: &mut dyn FnMut(&[u8]),
 ) -> Result<(Vec<u8>, PackHashes)> {
     let kind = Kind::Packs;
-    let (max, size) = (kind.max_size(), backend.stat(kind, name)?);
+    let (max, size) = (kind.max_size(), p.size());
     if size > max {
         bail!(
             "{} is {size} bytes, more than any {} strongroom writes ({max}): refused",
@@ -193,16 +200,16 @@ fn read_in_pieces(
             kind.dir()
         );
     }
-    let trailer = match size.checked_sub(TRAILER_LEN as u64) {
-        Some(at) => Some(backend.read_range(kind, name, at, TRAILER_LEN as u64)?),
-        None => None,
-    };
-    let mut hashes = PackHashes::new(body_end(size as usize, trailer.as_deref()));
+    let mut trailer = Vec::new();
+    if let Some(at) = size.checked_sub(TRAILER_LEN as u64) {
+        p.read_into(at, TRAILER_LEN as u64, &mut trailer)?;
+    }
+    let trailer = (trailer.len() == TRAILER_LEN).then_some(&trailer[..]);
+    let mut hashes = PackHashes::new(body_end(size as usize, trailer));
     let mut bytes = Vec::with_capacity(size as usize);
     while (bytes.len() as u64) < size {
         let before = bytes.len();
-        let want = PIECE.min(size - before as u64);
-        backend.read_range_into(kind, name, before as u64, want, &mut bytes)?;
+        p.read_into(before as u64, PIECE.min(size - before as u64), &mut bytes)?;
         if bytes.len() == before {
             bail!("{} was cut short while it was read", kind.path(name));
         }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 
 use crate::format::tree::{Extent, Node, NodeKind};
@@ -155,7 +155,13 @@ impl<'a> Restorer<'a> {
 
     fn run(&self, plan: Plan) -> Result<()> {
         let failed: Mutex<HashSet<(usize, Vec<u8>)>> = Mutex::new(HashSet::new());
-        let dirs = OpenDirs::new(self, &plan, &failed);
+        let dirs = OpenDirs::new(self, &plan);
+        let unwritten = |i: usize, node: &Node| {
+            failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((i, node.name.clone()));
+        };
         let entry =
             |i: usize, dir: &(Arc<OwnedFd>, DirFacts), node: &Node, pre: Option<(&Location, &[u8])>| {
                 let (fd, facts) = dir;
@@ -180,17 +186,18 @@ impl<'a> Restorer<'a> {
             let span = self.reader.read_span(&locs).ok();
             drop(locs);
             group.par_iter().for_each(|(loc, (i, e))| {
-                let Some(dir) = dirs.get(*i as usize) else { return };
-                let sealed = span.as_ref().and_then(|s| s.sealed(loc));
                 let node = &plan.dirs[*i as usize].entries[*e as usize];
+                let Some(dir) = dirs.get(*i as usize) else {
+                    return unwritten(*i as usize, node);
+                };
+                let sealed = span.as_ref().and_then(|s| s.sealed(loc));
                 entry(*i as usize, &dir, node, sealed.map(|s| (loc, s)));
             });
         });
         drop(one_blob);
-        rest.par_iter().for_each(|(i, node)| {
-            if let Some(dir) = dirs.get(*i) {
-                entry(*i, &dir, node, None);
-            }
+        rest.par_iter().for_each(|(i, node)| match dirs.get(*i) {
+            Some(dir) => entry(*i, &dir, node, None),
+            None => unwritten(*i, node),
         });
         drop(dirs);
         let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -433,42 +440,45 @@ impl<'a> Restorer<'a> {
 /// at most [`OpenDirs::cap`] of them, the least recently used closed
 /// first. Entries are written in the order of their packs, which is the
 /// order they were backed up in, so the directories in use at once are
-/// few.
+/// few. A directory opened again must be the one first opened (device and
+/// inode): one renamed or swapped meanwhile is not written into.
 struct OpenDirs<'r, 'p> {
     restorer: &'r Restorer<'r>,
     plan: &'p Plan,
-    failed: &'p Mutex<HashSet<(usize, Vec<u8>)>>,
     open: Mutex<lru::LruCache<usize, Arc<OwnedFd>>>,
+    first: Vec<OnceLock<(u64, u64)>>,
     facts: Vec<OnceLock<DirFacts>>,
-    /// Could not be opened: reported once, its entries failed.
+    /// Could not be opened, or was not the same directory: reported once.
     broken: Vec<AtomicBool>,
 }
 
 impl<'r, 'p> OpenDirs<'r, 'p> {
-    fn new(restorer: &'r Restorer<'r>, plan: &'p Plan, failed: &'p Mutex<HashSet<(usize, Vec<u8>)>>) -> Self {
+    fn new(restorer: &'r Restorer<'r>, plan: &'p Plan) -> Self {
         let n = plan.dirs.len();
         let cap = std::num::NonZeroUsize::new(Self::cap()).expect("at least 16");
         OpenDirs {
             restorer,
             plan,
-            failed,
             open: Mutex::new(lru::LruCache::new(cap)),
+            first: (0..n).map(|_| OnceLock::new()).collect(),
             facts: (0..n).map(|_| OnceLock::new()).collect(),
             broken: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
-    /// A quarter of the descriptors the process may open, between 16 and
-    /// 1,024.
+    /// A quarter of the descriptors the process may open beyond 128 (the
+    /// packs the local backend keeps open, the files being written),
+    /// between 16 and 1,024.
     fn cap() -> usize {
         let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .unwrap_or(u64::MAX);
-        (soft / 4).clamp(16, 1024) as usize
+        (soft.saturating_sub(128) / 4).clamp(16, 1024) as usize
     }
 
     /// Directory `i`, open, and what files created in it start with; `None`
-    /// if it cannot be opened (reported, and its entries failed, once).
+    /// if it cannot be opened or is not the directory first opened there
+    /// (reported once; each entry that needed it then fails).
     fn get(&self, i: usize) -> Option<(Arc<OwnedFd>, DirFacts)> {
         if self.broken[i].load(Ordering::Relaxed) {
             return None;
@@ -481,28 +491,15 @@ impl<'r, 'p> OpenDirs<'r, 'p> {
             .cloned();
         let fd = match cached {
             Some(fd) => fd,
-            None => {
-                let dir = &self.plan.dirs[i];
-                match beneath::open_dir(self.restorer.base, &dir.rel) {
-                    Ok(fd) => {
-                        let fd = Arc::new(fd);
-                        self.open
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .put(i, fd.clone());
-                        fd
+            None => match self.reopen(i) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    if !self.broken[i].swap(true, Ordering::Relaxed) {
+                        self.restorer.error(&self.plan.dirs[i].rel, &e);
                     }
-                    Err(e) => {
-                        if !self.broken[i].swap(true, Ordering::Relaxed) {
-                            let r = self.restorer;
-                            r.error(&dir.rel, &anyhow!(e).context("opening the directory"));
-                            let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-                            f.extend(dir.entries.iter().map(|n| (i, n.name.clone())));
-                        }
-                        return None;
-                    }
+                    return None;
                 }
-            }
+            },
         };
         // Files start with their final owner and bits only in directories
         // this restore made.
@@ -511,6 +508,32 @@ impl<'r, 'p> OpenDirs<'r, 'p> {
             false => DirFacts::default(),
         });
         Some((fd, facts))
+    }
+
+    /// Opens directory `i` (again) and keeps it open. Out of descriptors,
+    /// it closes the directories kept open and tries once more.
+    fn reopen(&self, i: usize) -> Result<Arc<OwnedFd>> {
+        let rel = &self.plan.dirs[i].rel;
+        let fd = match beneath::open_dir(self.restorer.base, rel) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                self.open.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                beneath::open_dir(self.restorer.base, rel)
+            }
+            r => r,
+        }
+        .map_err(|e| anyhow!(e).context("opening the directory"))?;
+        let st =
+            rustix::fs::fstat(&fd).map_err(|e| anyhow!(e).context("reading the directory's identity"))?;
+        let this = (st.st_dev, st.st_ino);
+        if *self.first[i].get_or_init(|| this) != this {
+            bail!("the directory was replaced while the restore wrote into it");
+        }
+        let fd = Arc::new(fd);
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(i, fd.clone());
+        Ok(fd)
     }
 }
 
