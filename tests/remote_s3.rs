@@ -41,11 +41,7 @@ fn every_command_works_over_s3_with_zero_differences() {
 
 /// Pack reads the daemon, run with `-v`, told at exit.
 fn pack_reads(stderr: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("opened "))
-        .unwrap_or_else(|| panic!("no counts in:\n{stderr}"));
-    line.split(' ').filter_map(|w| w.parse().ok()).nth(1).unwrap()
+    util::opened(stderr).1
 }
 
 #[test]

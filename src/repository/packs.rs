@@ -153,9 +153,9 @@ pub fn read_verified(
 
 /// [`read_verified`], handing `arrived` the bytes read so far each time
 /// more have arrived (every [`PIECE`] where the storage reads in pieces,
-/// from one opening; else once): it
-/// can work on them while they are in the processor's caches. They are the
-/// pack's only if this then returns them.
+/// from one opening; else once): it can work on them while they are in
+/// the processor's caches. They are the pack's only if this then returns
+/// them.
 pub fn read_verified_with(
     backend: &dyn Backend,
     subkeys: &Subkeys,

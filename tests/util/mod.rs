@@ -332,6 +332,20 @@ pub fn under(target: &Path, abs: &Path) -> PathBuf {
     target.join(abs.strip_prefix("/").unwrap())
 }
 
+/// The counts a command run with `-v` tells in its `opened N blobs from M
+/// pack reads and K disk cache entries` line: (N, M, K).
+pub fn opened(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("opened "))
+        .unwrap_or_else(|| panic!("no counts in:\n{stderr}"));
+    let n: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    match n[..] {
+        [blobs, reads, cached] => (blobs, reads, cached),
+        _ => panic!("not three counts: {line}"),
+    }
+}
+
 pub fn sh(script: &str) {
     let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
     assert!(

@@ -162,18 +162,14 @@ impl<'a> Restorer<'a> {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert((i, node.name.clone()));
         };
-        let entry =
-            |i: usize, dir: &(Arc<OwnedFd>, DirFacts), node: &Node, pre: Option<(&Location, &[u8])>| {
-                let (fd, facts) = dir;
-                let at = &plan.dirs[i].rel;
-                if let Err(e) = self.write_entry(fd.as_fd(), *facts, at, node, pre) {
-                    self.error(&at.join(OsStr::from_bytes(&node.name)), &e);
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((i, node.name.clone()));
-                }
-            };
+        let entry = |i: usize, dir: &OpenDir, node: &Node, pre: Option<(&Location, &[u8])>| {
+            let (fd, facts) = dir;
+            let at = &plan.dirs[i].rel;
+            if let Err(e) = self.write_entry(fd.as_fd(), *facts, at, node, pre) {
+                self.error(&at.join(OsStr::from_bytes(&node.name)), &e);
+                unwritten(i, node);
+            }
+        };
         // Files of one blob first, in the order of their packs, whichever
         // directory they are in: neighbours in a pack are read together.
         let (mut one_blob, rest) = self.one_blob(&plan);
@@ -445,12 +441,16 @@ impl<'a> Restorer<'a> {
 struct OpenDirs<'r, 'p> {
     restorer: &'r Restorer<'r>,
     plan: &'p Plan,
-    open: Mutex<lru::LruCache<usize, Arc<OwnedFd>>>,
-    first: Vec<OnceLock<(u64, u64)>>,
-    facts: Vec<OnceLock<DirFacts>>,
+    open: Mutex<lru::LruCache<usize, OpenDir>>,
+    /// Each directory's device and inode when first opened, and what files
+    /// created in it start with.
+    first: Vec<OnceLock<((u64, u64), DirFacts)>>,
     /// Could not be opened, or was not the same directory: reported once.
     broken: Vec<AtomicBool>,
 }
+
+/// A directory kept open, and what files created in it start with.
+type OpenDir = (Arc<OwnedFd>, DirFacts);
 
 impl<'r, 'p> OpenDirs<'r, 'p> {
     fn new(restorer: &'r Restorer<'r>, plan: &'p Plan) -> Self {
@@ -461,7 +461,6 @@ impl<'r, 'p> OpenDirs<'r, 'p> {
             plan,
             open: Mutex::new(lru::LruCache::new(cap)),
             first: (0..n).map(|_| OnceLock::new()).collect(),
-            facts: (0..n).map(|_| OnceLock::new()).collect(),
             broken: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
     }
@@ -479,7 +478,7 @@ impl<'r, 'p> OpenDirs<'r, 'p> {
     /// Directory `i`, open, and what files created in it start with; `None`
     /// if it cannot be opened or is not the directory first opened there
     /// (reported once; each entry that needed it then fails).
-    fn get(&self, i: usize) -> Option<(Arc<OwnedFd>, DirFacts)> {
+    fn get(&self, i: usize) -> Option<OpenDir> {
         if self.broken[i].load(Ordering::Relaxed) {
             return None;
         }
@@ -489,30 +488,23 @@ impl<'r, 'p> OpenDirs<'r, 'p> {
             .unwrap_or_else(|e| e.into_inner())
             .get(&i)
             .cloned();
-        let fd = match cached {
-            Some(fd) => fd,
+        match cached {
+            Some(dir) => Some(dir),
             None => match self.reopen(i) {
-                Ok(fd) => fd,
+                Ok(dir) => Some(dir),
                 Err(e) => {
                     if !self.broken[i].swap(true, Ordering::Relaxed) {
                         self.restorer.error(&self.plan.dirs[i].rel, &e);
                     }
-                    return None;
+                    None
                 }
             },
-        };
-        // Files start with their final owner and bits only in directories
-        // this restore made.
-        let facts = *self.facts[i].get_or_init(|| match self.plan.dirs[i].made {
-            true => DirFacts::of(fd.as_fd(), self.restorer.egid),
-            false => DirFacts::default(),
-        });
-        Some((fd, facts))
+        }
     }
 
     /// Opens directory `i` (again) and keeps it open. Out of descriptors,
     /// it closes the directories kept open and tries once more.
-    fn reopen(&self, i: usize) -> Result<Arc<OwnedFd>> {
+    fn reopen(&self, i: usize) -> Result<OpenDir> {
         let rel = &self.plan.dirs[i].rel;
         let fd = match beneath::open_dir(self.restorer.base, rel) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
@@ -525,15 +517,24 @@ impl<'r, 'p> OpenDirs<'r, 'p> {
         let st =
             rustix::fs::fstat(&fd).map_err(|e| anyhow!(e).context("reading the directory's identity"))?;
         let this = (st.st_dev, st.st_ino);
-        if *self.first[i].get_or_init(|| this) != this {
+        // Files start with their final owner and bits only in directories
+        // this restore made.
+        let (first, facts) = *self.first[i].get_or_init(|| {
+            let facts = match self.plan.dirs[i].made {
+                true => DirFacts::of(fd.as_fd(), self.restorer.egid),
+                false => DirFacts::default(),
+            };
+            (this, facts)
+        });
+        if first != this {
             bail!("the directory was replaced while the restore wrote into it");
         }
-        let fd = Arc::new(fd);
+        let dir = (Arc::new(fd), facts);
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .put(i, fd.clone());
-        Ok(fd)
+            .put(i, dir.clone());
+        Ok(dir)
     }
 }
 
